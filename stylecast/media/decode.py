@@ -1,0 +1,172 @@
+"""Decoding: frame-accurate video ranges and audio, as a viewer sees them.
+
+A range ``[t0, t1)`` is in seconds relative to the first video frame (see `probe`).  A frame belongs to the
+range when its presentation time does, so consecutive ranges partition a video's frames exactly — the
+property the chunked pipeline relies on.  Frames come out display-oriented: rotation metadata applied and
+non-square pixels resampled to square ones.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stylecast.errors import MediaError
+from stylecast.media.probe import ProbeInfo, probe
+
+# A frame whose time is within this much before t0 still counts as "at t0" (timestamps are rounded).
+_TIME_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class DecodedFrame:
+    time_s: float  # relative to the first video frame
+    rgb: np.ndarray  # (H, W, 3) uint8, display-oriented
+
+
+def fit_size(info: ProbeInfo, max_width: int | None = None, max_height: int | None = None) -> tuple[int, int]:
+    """Display-oriented (width, height), even, no larger than the display size, aspect kept."""
+    w, h = float(info.display_width), float(info.display_height)
+    scale = 1.0
+    if max_width:
+        scale = min(scale, max_width / w)
+    if max_height:
+        scale = min(scale, max_height / h)
+    return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+
+
+def iter_frames(
+    path: str | Path,
+    t0: float = 0.0,
+    t1: float | None = None,
+    *,
+    info: ProbeInfo | None = None,
+    size: tuple[int, int] | None = None,
+    threads: int = 0,
+) -> Iterator[DecodedFrame]:
+    """Yield the frames whose presentation time lies in ``[t0, t1)`` seconds, in order.
+
+    size:    display-oriented (width, height) to scale to; default: the display size.
+    threads: decoder threads (0 = FFmpeg's choice).  Seeks to the keyframe before ``t0`` and drops frames
+             before it, so the result does not depend on where the previous range ended.
+    """
+    info = info or probe(path)
+    out_w, out_h = size or (info.display_width, info.display_height)
+    rot_k = (info.rotation_deg // 90) % 4
+    # Scale before rotating: swscale works on the coded orientation.
+    scale_w, scale_h = (out_h, out_w) if rot_k % 2 else (out_w, out_h)
+    t_end = float("inf") if t1 is None else t1
+    if t_end <= t0:
+        return
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except av.FFmpegError as exc:
+        raise MediaError(f"{Path(path).name}: cannot open ({exc})") from None
+    with container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        if threads:
+            stream.codec_context.thread_count = threads
+        tb = stream.time_base
+        for attempt_back in (0.0, 2.0, None):
+            if t0 > 0 and attempt_back is not None:
+                target = max(0.0, t0 - attempt_back) + info.start_time_s
+                container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
+            elif t0 > 0:
+                container.seek(0, stream=stream, backward=True, any_frame=False)
+            frames = _decode(container, stream, info, path)
+            first = next(frames, None)
+            if first is None:
+                return
+            rel, frame = first
+            # Landed after t0 (sparse index, open GOP): seek further back.
+            if t0 > 0 and rel > t0 + _TIME_EPS and attempt_back is not None and rel - t0 > 0.5 / info.fps:
+                continue
+            break
+        pending = [(rel, frame)]
+        for rel, frame in _chain(pending, frames):
+            if rel < t0 - _TIME_EPS:
+                continue
+            if rel >= t_end - _TIME_EPS:
+                break
+            rgb = frame.to_ndarray(format="rgb24", width=scale_w, height=scale_h)
+            if rot_k:
+                rgb = np.ascontiguousarray(np.rot90(rgb, k=rot_k))
+            yield DecodedFrame(rel, rgb)
+
+
+def _chain(first: list, rest: Iterator) -> Iterator:
+    yield from first
+    yield from rest
+
+
+def _decode(container, stream, info: ProbeInfo, path) -> Iterator[tuple[float, av.VideoFrame]]:
+    name = Path(path).name
+    try:
+        for frame in container.decode(stream):
+            if frame.pts is None:
+                continue
+            yield float(frame.pts * stream.time_base) - info.start_time_s, frame
+    except av.FFmpegError as exc:
+        raise MediaError(f"{name}: undecodable video data ({exc})") from None
+
+
+def read_frames(path, t0: float = 0.0, t1: float | None = None, **kwargs) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a range into ``(times_s (n,), frames (n, H, W, 3) uint8)``; for tests and small clips."""
+    times, frames = [], []
+    for f in iter_frames(path, t0, t1, **kwargs):
+        times.append(f.time_s)
+        frames.append(f.rgb)
+    if not frames:
+        return np.zeros(0), np.zeros((0, 0, 0, 3), np.uint8)
+    return np.asarray(times), np.stack(frames)
+
+
+def read_audio(
+    path: str | Path,
+    *,
+    info: ProbeInfo | None = None,
+    sample_rate: int = 48000,
+    channels: int = 2,
+    t0: float = 0.0,
+    t1: float | None = None,
+) -> np.ndarray | None:
+    """Decode the first audio track to float32 ``(channels, n)`` at ``sample_rate`` Hz, or None if absent.
+
+    Time 0 is the first VIDEO frame, so the result lines up with the picture: audio that starts later is
+    padded with silence, audio before the first frame is dropped.
+    """
+    info = info or probe(path)
+    if info.audio is None:
+        return None
+    layout = "mono" if channels == 1 else "stereo"
+    resampler = av.AudioResampler(format="fltp", layout=layout, rate=sample_rate)
+    chunks: list[np.ndarray] = []
+    first_time: float | None = None
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            stream = container.streams.audio[0]
+            for frame in container.decode(stream):
+                if first_time is None and frame.pts is not None:
+                    first_time = float(frame.pts * stream.time_base) - info.start_time_s
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray())
+    except av.FFmpegError as exc:
+        if not chunks:
+            raise MediaError(f"{Path(path).name}: undecodable audio ({exc})") from None
+    if not chunks:
+        return None
+    audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)
+    offset = int(round((first_time or 0.0) * sample_rate))
+    if offset > 0:
+        audio = np.concatenate([np.zeros((audio.shape[0], offset), np.float32), audio], axis=1)
+    elif offset < 0:
+        audio = audio[:, -offset:]
+    start = int(round(t0 * sample_rate))
+    stop = None if t1 is None else int(round(t1 * sample_rate))
+    return np.ascontiguousarray(audio[:, start:stop])

@@ -1,0 +1,211 @@
+"""Encoding and joining: the one place that writes media files.
+
+Video is H.264 (libx264, yuv420p) with closed GOPs, so that segments encoded independently — one per render
+chunk, possibly on different machines — join by remux into one stream without re-encoding.  Audio is AAC.
+Final files are MP4 with the index at the front (faststart) and appear at their path only when complete.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from stylecast.errors import MediaError
+
+AUDIO_RATE = 48000
+AUDIO_CHANNELS = 2
+_AAC_FRAME = 1024
+
+
+def fps_fraction(fps: float) -> Fraction:
+    """An exact rate for a float fps: 29.97 → 30000/1001, 25.0 → 25."""
+    for den in (1, 1001):
+        num = round(fps * den)
+        if num > 0 and abs(num / den - fps) < 1e-3 * fps:
+            return Fraction(num, den)
+    return Fraction(fps).limit_denominator(1001)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
+
+    Nothing half-written is ever left at ``path``: on any error (or cancellation) the temporary is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+class SegmentEncoder:
+    """Encodes RGB frames into an H.264 MP4 segment (video only), frame n at time n / fps.
+
+    ``threads`` is the x264 thread count (0 = x264's choice); chunk workers that share a machine pass a
+    small number so that they do not oversubscribe the cores.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        width: int,
+        height: int,
+        fps: float,
+        *,
+        crf: int = 20,
+        preset: str = "veryfast",
+        threads: int = 0,
+        gop_seconds: float = 2.0,
+    ) -> None:
+        if width % 2 or height % 2:
+            raise ValueError(f"yuv420p needs even dimensions, got {width}x{height}")
+        self.path = Path(path)
+        self.rate = fps_fraction(fps)
+        self.frames_written = 0
+        self._container = av.open(str(self.path), "w", format="mp4")
+        stream = self._container.add_stream("libx264", rate=self.rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.codec_context.time_base = 1 / self.rate
+        keyint = max(1, int(round(gop_seconds * float(self.rate))))
+        stream.options = {
+            "crf": str(crf),
+            "preset": preset,
+            # Closed GOPs (x264's default, made explicit) so a segment never references another one.
+            "x264-params": f"keyint={keyint}:min-keyint=1:open-gop=0:threads={threads}",
+        }
+        self._stream = stream
+
+    def write(self, rgb: np.ndarray) -> None:
+        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        frame.pts = self.frames_written
+        frame.time_base = 1 / self.rate
+        for packet in self._stream.encode(frame):
+            self._container.mux(packet)
+        self.frames_written += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        try:
+            for packet in self._stream.encode(None):
+                self._container.mux(packet)
+        finally:
+            self._container.close()
+            self._container = None
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._container is not None:
+                self._container.close()
+        self._container = None
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+
+    def __enter__(self) -> SegmentEncoder:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def _encode_audio_packets(container, audio: np.ndarray, sample_rate: int) -> tuple[av.audio.stream.AudioStream, list]:
+    """Encode float32 (channels, n) audio into AAC packets for ``container``."""
+    channels = audio.shape[0]
+    stream = container.add_stream("aac", rate=sample_rate)
+    stream.layout = "stereo" if channels == 2 else "mono"
+    stream.bit_rate = 192_000 if channels == 2 else 128_000
+    stream.codec_context.time_base = Fraction(1, sample_rate)
+    packets = []
+    audio = np.ascontiguousarray(np.clip(audio, -1.0, 1.0).astype(np.float32))
+    for start in range(0, audio.shape[1], _AAC_FRAME):
+        block = np.ascontiguousarray(audio[:, start : start + _AAC_FRAME])
+        frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=stream.layout.name)
+        frame.sample_rate = sample_rate
+        frame.pts = start
+        frame.time_base = Fraction(1, sample_rate)
+        packets.extend(stream.encode(frame))
+    packets.extend(stream.encode(None))
+    return stream, packets
+
+
+def join_segments(
+    segments: Sequence[str | Path],
+    out_path: str | Path,
+    *,
+    audio: np.ndarray | None = None,
+    sample_rate: int = AUDIO_RATE,
+) -> Path:
+    """Join H.264 segments by remux (no re-encode), add AAC audio, write ``out_path`` with faststart.
+
+    Segments must come from `SegmentEncoder` with one size and rate.  ``audio`` is float32
+    ``(channels, n)`` at ``sample_rate`` covering the whole timeline (it is trimmed or padded to the video).
+    """
+    if not segments:
+        raise ValueError("no segments to join")
+    out_path = Path(out_path)
+    with atomic_output(out_path) as tmp:
+        inputs = [av.open(str(s)) for s in segments]
+        try:
+            out = av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"})
+            try:
+                first = inputs[0].streams.video[0]
+                vstream = out.add_stream_from_template(first)
+                in_tb = first.time_base
+                rate = first.average_rate or first.guessed_rate
+                frame_ticks = int(round(1 / (rate * in_tb)))
+                total_frames = sum(int(inp.streams.video[0].frames) for inp in inputs)
+                video_s = total_frames / float(rate)
+
+                astream, apackets = None, []
+                if audio is not None and audio.size:
+                    n = int(round(video_s * sample_rate))
+                    audio = audio[:, :n]
+                    if audio.shape[1] < n:
+                        audio = np.pad(audio, ((0, 0), (0, n - audio.shape[1])))
+                    astream, apackets = _encode_audio_packets(out, audio, sample_rate)
+
+                def video_packets():
+                    offset = 0
+                    for inp in inputs:
+                        s = inp.streams.video[0]
+                        if s.time_base != in_tb or (s.average_rate or s.guessed_rate) != rate:
+                            raise MediaError("segments differ in rate or time base; cannot join by remux")
+                        for packet in inp.demux(s):
+                            if packet.dts is None and packet.pts is None:
+                                continue  # the demuxer's flush packet
+                            packet.pts = None if packet.pts is None else packet.pts + offset
+                            packet.dts = None if packet.dts is None else packet.dts + offset
+                            packet.stream = vstream
+                            yield packet
+                        offset += int(s.frames) * frame_ticks
+
+                # Interleave by time so players need no large buffers.
+                ai = 0
+                for packet in video_packets():
+                    t = float(packet.dts * in_tb) if packet.dts is not None else 0.0
+                    while ai < len(apackets) and apackets[ai].pts is not None and float(apackets[ai].pts * apackets[ai].time_base) <= t:
+                        out.mux(apackets[ai])
+                        ai += 1
+                    out.mux(packet)
+                for packet in apackets[ai:]:
+                    out.mux(packet)
+            finally:
+                out.close()
+        finally:
+            for inp in inputs:
+                inp.close()
+    return out_path

@@ -1,0 +1,188 @@
+"""Probing: the one place that reads container and stream facts.
+
+Everything else asks `probe()` for durations, rates, sizes and orientation, so that decode, analysis and
+render agree on what a viewer sees.  Times here are seconds; ``start_time_s`` is the presentation time of
+the first video frame, and every other time in stylecast is relative to it (frame 0 is at t = 0).
+"""
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from stylecast.errors import MediaError
+
+
+class AudioInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    codec: str
+    sample_rate: int = Field(description="Hz")
+    channels: int
+    start_time_s: float = Field(description="first audio sample's presentation time, seconds")
+    duration_s: float | None = None
+
+
+class ProbeInfo(BaseModel):
+    """What a viewer sees of a video file, plus what a decoder needs to know."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: str
+    container: str
+    size_bytes: int
+    video_codec: str
+    duration_s: float = Field(description="from the first video frame to the end of the last, seconds")
+    fps: float = Field(description="average frame rate, frames per second")
+    is_vfr: bool = Field(description="frame durations vary by more than 10%")
+    frame_count: int
+    coded_width: int
+    coded_height: int
+    sample_aspect_ratio: tuple[int, int] = Field(description="pixel aspect ratio (SAR) as num, den")
+    rotation_deg: int = Field(description="counter-clockwise rotation to apply for display: 0, 90, 180, 270")
+    display_width: int = Field(description="width as shown, after SAR and rotation, pixels")
+    display_height: int
+    start_time_s: float = Field(description="presentation time of the first video frame, seconds")
+    time_base: tuple[int, int]
+    audio: AudioInfo | None = None
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
+
+    @property
+    def display_aspect(self) -> float:
+        return self.display_width / self.display_height
+
+
+def _even(x: float) -> int:
+    return max(2, int(round(x / 2.0)) * 2)
+
+
+def probe(path: str | Path) -> ProbeInfo:
+    """Read a video file's facts; raises `MediaError` with a one-line reason for anything unusable.
+
+    The video packets are demuxed (not decoded) to count frames and measure frame-duration spread exactly,
+    and the first frame is decoded to read the display matrix and to prove that the stream decodes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise MediaError(f"{path}: no such file")
+    size = path.stat().st_size
+    if size == 0:
+        raise MediaError(f"{path.name}: the file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
+        raise MediaError(f"{path.name}: not a readable media file ({_reason(exc)})") from None
+    try:
+        return _probe_open(container, path, size)
+    finally:
+        container.close()
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    # PyAV prefixes "[Errno 1094995529] Invalid data found when processing input: 'path'"; keep the words.
+    if "]" in text and text.startswith("[Errno"):
+        text = text.split("]", 1)[1].strip()
+    return text.split(": '", 1)[0]
+
+
+def _probe_open(container: av.container.InputContainer, path: Path, size: int) -> ProbeInfo:
+    if not container.streams.video:
+        kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
+        raise MediaError(f"{path.name}: {kind}; a video stream is required")
+    stream = container.streams.video[0]
+    cc = stream.codec_context
+    if cc.width <= 0 or cc.height <= 0:
+        raise MediaError(f"{path.name}: video stream has no frame size")
+    tb = stream.time_base or Fraction(1, 90000)
+
+    pts: list[int] = []
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None and packet.size > 0:
+                pts.append(packet.pts)
+    except av.FFmpegError as exc:
+        if not pts:
+            raise MediaError(f"{path.name}: cannot read video packets ({_reason(exc)})") from None
+        # A truncated tail: keep what was readable; decode will report the damage if it matters.
+    if not pts:
+        raise MediaError(f"{path.name}: the video stream has no frames")
+    pts_arr = np.unique(np.asarray(pts, dtype=np.int64))
+    frame_count = int(pts_arr.size)
+
+    deltas = np.diff(pts_arr).astype(np.float64) * float(tb)
+    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
+    if deltas.size:
+        median_delta = float(np.median(deltas))
+        last_duration = median_delta
+        is_vfr = bool(deltas.size >= 2 and (deltas.max() - deltas.min()) > 0.1 * median_delta)
+    else:
+        last_duration = 1.0 / float(rate) if rate else 1.0 / 25.0
+        is_vfr = False
+    start_time = float(pts_arr[0] * tb)
+    duration = float((pts_arr[-1] - pts_arr[0]) * tb) + last_duration
+    fps = frame_count / duration if duration > 0 else (float(rate) if rate else 25.0)
+    if not is_vfr and rate:
+        fps = float(rate)  # the nominal rate is exact (29.97 stays 30000/1001), the ratio may be rounded
+
+    rotation = _first_frame_rotation(path)
+    rotation = (int(round(rotation / 90.0)) * 90) % 360
+
+    sar = stream.sample_aspect_ratio or cc.sample_aspect_ratio or Fraction(1, 1)
+    if sar <= 0:
+        sar = Fraction(1, 1)
+    width_sq = cc.width * float(sar)
+    height_sq = float(cc.height)
+    if rotation in (90, 270):
+        width_sq, height_sq = height_sq, width_sq
+
+    audio = None
+    if container.streams.audio:
+        a = container.streams.audio[0]
+        acc = a.codec_context
+        if acc.sample_rate and acc.channels:
+            atb = a.time_base or Fraction(1, acc.sample_rate)
+            audio = AudioInfo(
+                codec=acc.name,
+                sample_rate=int(acc.sample_rate),
+                channels=int(acc.channels),
+                start_time_s=float(a.start_time * atb) if a.start_time is not None else start_time,
+                duration_s=float(a.duration * atb) if a.duration else None,
+            )
+
+    return ProbeInfo(
+        path=str(path),
+        container=container.format.name,
+        size_bytes=size,
+        video_codec=cc.name,
+        duration_s=duration,
+        fps=fps,
+        is_vfr=is_vfr,
+        frame_count=frame_count,
+        coded_width=cc.width,
+        coded_height=cc.height,
+        sample_aspect_ratio=(sar.numerator, sar.denominator),
+        rotation_deg=rotation,
+        display_width=_even(width_sq),
+        display_height=_even(height_sq),
+        start_time_s=start_time,
+        time_base=(tb.numerator, tb.denominator),
+        audio=audio,
+    )
+
+
+def _first_frame_rotation(path: Path) -> int:
+    """Decode the first frame (proves the stream decodes) and read its display-matrix rotation."""
+    try:
+        with av.open(str(path), metadata_errors="ignore") as container:
+            for frame in container.decode(video=0):
+                return int(round(getattr(frame, "rotation", 0) or 0))
+    except av.FFmpegError as exc:
+        raise MediaError(f"{path.name}: the video does not decode ({_reason(exc)})") from None
+    raise MediaError(f"{path.name}: no decodable video frame")
