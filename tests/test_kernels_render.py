@@ -1,0 +1,364 @@
+"""Fused render kernel vs a plain-numpy reference of the same maths.
+
+The reference below is written independently of the kernel: vectorised float64 numpy,
+bilinear via floor/frac with clamped taps, tetrahedral LUT via one explicit mask per
+tetrahedron (6 cases by ordering of the fractional parts).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from kernels.render import affine_for, identity_lut, lut_apply, render_frame, warmup
+
+
+# --------------------------------------------------------------------------------------
+# numpy reference
+# --------------------------------------------------------------------------------------
+def ref_bilinear(src: np.ndarray, inv_affine: np.ndarray, out_hw: tuple[int, int]) -> np.ndarray:
+    """Bilinear warp, border replicate, pixel centres at integers -> float64 0..255."""
+    h, w = out_hw
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    a = np.asarray(inv_affine, dtype=np.float64)
+    sx = a[0, 0] * xs + a[0, 1] * ys + a[0, 2]
+    sy = a[1, 0] * xs + a[1, 1] * ys + a[1, 2]
+    x0 = np.floor(sx)
+    y0 = np.floor(sy)
+    fx = (sx - x0)[..., None]
+    fy = (sy - y0)[..., None]
+    hs, ws = src.shape[:2]
+    x0i = np.clip(x0.astype(np.int64), 0, ws - 1)
+    x1i = np.clip(x0.astype(np.int64) + 1, 0, ws - 1)
+    y0i = np.clip(y0.astype(np.int64), 0, hs - 1)
+    y1i = np.clip(y0.astype(np.int64) + 1, 0, hs - 1)
+    s = src.astype(np.float64)
+    top = s[y0i, x0i] * (1 - fx) + s[y0i, x1i] * fx
+    bottom = s[y1i, x0i] * (1 - fx) + s[y1i, x1i] * fx
+    return top * (1 - fy) + bottom * fy
+
+
+def ref_tetrahedral(rgb01: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """Tetrahedral 3D-LUT interpolation of float RGB in 0..1 (any leading shape)."""
+    lut = np.asarray(lut, dtype=np.float64)
+    n = lut.shape[0]
+    p = np.clip(rgb01, 0.0, 1.0) * (n - 1)
+    i = np.minimum(np.floor(p).astype(np.int64), n - 2)
+    f = p - i
+    r, g, b = i[..., 0], i[..., 1], i[..., 2]
+    fr, fg, fb = f[..., 0:1], f[..., 1:2], f[..., 2:3]
+
+    def c(dr, dg, db):
+        return lut[r + dr, g + dg, b + db]
+
+    c000, c111 = c(0, 0, 0), c(1, 1, 1)
+    out = np.zeros(rgb01.shape, dtype=np.float64)
+    frs, fgs, fbs = fr[..., 0], fg[..., 0], fb[..., 0]
+    cases = [
+        # (mask, first corner, second corner, (f_hi, f_mid, f_lo))
+        ((frs >= fgs) & (fgs >= fbs), c(1, 0, 0), c(1, 1, 0), (fr, fg, fb)),
+        ((frs >= fbs) & (fbs > fgs), c(1, 0, 0), c(1, 0, 1), (fr, fb, fg)),
+        ((fbs > frs) & (frs >= fgs), c(0, 0, 1), c(1, 0, 1), (fb, fr, fg)),
+        ((fgs > frs) & (frs >= fbs), c(0, 1, 0), c(1, 1, 0), (fg, fr, fb)),
+        ((fgs >= fbs) & (fbs > frs), c(0, 1, 0), c(0, 1, 1), (fg, fb, fr)),
+        ((fbs > fgs) & (fgs > frs), c(0, 0, 1), c(0, 1, 1), (fb, fg, fr)),
+    ]
+    covered = np.zeros(frs.shape, dtype=np.int64)
+    for mask, c1, c2, (hi, mid, lo) in cases:
+        val = (1 - hi) * c000 + (hi - mid) * c1 + (mid - lo) * c2 + lo * c111
+        out = np.where(mask[..., None], val, out)
+        covered += mask
+    assert np.all(covered == 1), "tetrahedral cases must partition the cube"
+    return out
+
+
+def ref_render(out_hw, src_a, aff_a, lut_a, src_b=None, aff_b=None, lut_b=None,
+               blend_b=0.0, fade_rgb=(0.0, 0.0, 0.0), fade_amount=0.0) -> np.ndarray:
+    c = 0.0
+    if blend_b < 1.0:
+        c = c + (1 - blend_b) * ref_tetrahedral(ref_bilinear(src_a, aff_a, out_hw) / 255.0, lut_a)
+    if blend_b > 0.0:
+        c = c + blend_b * ref_tetrahedral(ref_bilinear(src_b, aff_b, out_hw) / 255.0, lut_b)
+    c = (1 - fade_amount) * c + fade_amount * np.asarray(fade_rgb, dtype=np.float64)
+    return np.clip(np.round(c * 255.0), 0, 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------
+# test data
+# --------------------------------------------------------------------------------------
+def random_frame(rng, h, w) -> np.ndarray:
+    """Random frame: half white noise, half smooth gradients (both are hard cases)."""
+    noise = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    ys, xs = np.mgrid[0:h, 0:w]
+    phase = rng.uniform(0, 2 * np.pi, 3)
+    smooth = np.stack([127.5 + 127.5 * np.sin(xs / (7 + 5 * k) + ys / (11 + 3 * k) + phase[k])
+                       for k in range(3)], axis=-1)
+    frame = noise.copy()
+    frame[:, w // 2:] = np.round(smooth[:, w // 2:]).astype(np.uint8)
+    return frame
+
+
+def smooth_lut(rng, n: int) -> np.ndarray:
+    """Identity + a random smooth colour twist, clipped to 0..1."""
+    axis = np.linspace(0.0, 1.0, n)
+    r, g, b = np.meshgrid(axis, axis, axis, indexing="ij")
+    mix = rng.uniform(-0.25, 0.25, (3, 3)) + np.eye(3)
+    base = np.einsum("ij,jrgb->rgbi", mix, np.stack([r, g, b]))
+    wave = 0.1 * np.sin(3 * r[..., None] + 2 * g[..., None] - b[..., None] + rng.uniform(0, 6, 3))
+    return np.clip(base + wave + rng.uniform(-0.05, 0.05, 3), 0.0, 1.0).astype(np.float32)
+
+
+def random_affine(rng, out_hw, src_hw) -> np.ndarray:
+    (ho, wo), (hs, ws) = out_hw, src_hw
+    return affine_for((wo, ho), (ws, hs),
+                      scale=float(rng.uniform(0.6, 2.0)),
+                      rotation_deg=float(rng.uniform(-40, 40)),
+                      shift_x=float(rng.uniform(-0.3, 0.3) * wo),
+                      shift_y=float(rng.uniform(-0.3, 0.3) * ho))
+
+
+def assert_close_u8(got: np.ndarray, want: np.ndarray, max_err=1, mean_err=0.05):
+    err = np.abs(got.astype(np.int16) - want.astype(np.int16))
+    assert err.max() <= max_err, f"max abs error {err.max()} > {max_err}"
+    assert err.mean() <= mean_err, f"mean abs error {err.mean():.4f} > {mean_err}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _compiled():
+    warmup()
+
+
+# --------------------------------------------------------------------------------------
+# kernel vs reference
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("blend_b, fade_amount", [(0.0, 0.0), (0.0, 0.6), (0.35, 0.0),
+                                                  (0.7, 0.3), (1.0, 0.0), (1.0, 1.0)])
+def test_render_matches_reference(seed, blend_b, fade_amount):
+    rng = np.random.default_rng(1000 * seed + int(100 * blend_b) + int(10 * fade_amount))
+    out_hw = (int(rng.integers(60, 121)), int(rng.integers(160, 241)))
+    src_a = random_frame(rng, int(rng.integers(50, 150)), int(rng.integers(80, 260)))
+    src_b = random_frame(rng, int(rng.integers(50, 150)), int(rng.integers(80, 260)))
+    aff_a = random_affine(rng, out_hw, src_a.shape[:2])
+    aff_b = random_affine(rng, out_hw, src_b.shape[:2])
+    lut_a = smooth_lut(rng, int(rng.choice([2, 5, 17, 33])))
+    lut_b = smooth_lut(rng, int(rng.choice([3, 9, 33])))
+    fade_rgb = tuple(rng.uniform(0, 1, 3))
+    out = np.zeros(out_hw + (3,), np.uint8)
+    got = render_frame(out, src_a, aff_a, lut_a, src_b, aff_b, lut_b,
+                       blend_b=blend_b, fade_rgb=fade_rgb, fade_amount=fade_amount)
+    assert got is out
+    want = ref_render(out_hw, src_a, aff_a, lut_a, src_b, aff_b, lut_b,
+                      blend_b=blend_b, fade_rgb=fade_rgb, fade_amount=fade_amount)
+    assert_close_u8(got, want)
+
+
+def test_out_of_bounds_replicates_border():
+    rng = np.random.default_rng(7)
+    src = random_frame(rng, 40, 50)
+    # Shift the sampling far right/below the source: every pixel is the corner pixel.
+    aff = np.array([[1.0, 0.0, 500.0], [0.0, 1.0, 300.0]])
+    out = render_frame(np.zeros((20, 30, 3), np.uint8), src, aff, identity_lut())
+    assert np.array_equal(out, np.broadcast_to(src[-1, -1], out.shape))
+    # Half a pixel left of the first column: still exactly the first column.
+    aff = np.array([[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]])
+    out = render_frame(np.zeros((40, 1, 3), np.uint8), src, aff, identity_lut())
+    assert np.array_equal(out[:, 0], src[:, 0])
+
+
+def test_non_contiguous_inputs_and_output():
+    rng = np.random.default_rng(3)
+    big = random_frame(rng, 90, 200)
+    src = big[::2, ::3]  # non-contiguous view
+    lut = smooth_lut(rng, 9)
+    aff = random_affine(rng, (40, 60), src.shape[:2])
+    out_big = np.zeros((40, 120, 3), np.uint8)
+    out = out_big[:, ::2]
+    render_frame(out, src, aff, lut, fade_rgb=(1, 0.5, 0), fade_amount=0.2)
+    want = ref_render((40, 60), np.ascontiguousarray(src), aff, lut,
+                      fade_rgb=(1, 0.5, 0), fade_amount=0.2)
+    assert_close_u8(out_big[:, ::2], want)
+    assert not out_big[:, 1::2].any(), "pixels outside the view must stay untouched"
+
+
+# --------------------------------------------------------------------------------------
+# exactness
+# --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("n", [2, 3, 33])
+def test_identity_affine_and_lut_reproduce_input(n):
+    rng = np.random.default_rng(n)
+    src = rng.integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    src[0, 0] = (0, 0, 0)
+    src[0, 1] = (255, 255, 255)
+    out = render_frame(np.empty_like(src), src, np.eye(2, 3), identity_lut(n))
+    assert np.array_equal(out, src)
+    assert np.array_equal(lut_apply(src, identity_lut(n)), src)
+
+
+def test_identity_affine_lut_blend_of_same_frame_is_exact():
+    rng = np.random.default_rng(11)
+    src = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    out = render_frame(np.empty_like(src), src, np.eye(2, 3), identity_lut(),
+                       src, np.eye(2, 3), identity_lut(5), blend_b=0.37)
+    assert np.array_equal(out, src)
+
+
+def test_lut_reproduces_grid_points_exactly():
+    # With N = 18, grid point i sits at 255 * i / 17 = 15 * i: an exact uint8 value.
+    rng = np.random.default_rng(5)
+    n = 18
+    # LUT entries are whole uint8 levels, so "exact" means exactly that level (a
+    # float32 ulp of interpolation weight must not be able to flip a rounding tie).
+    lut = (rng.integers(0, 256, (n, n, n, 3)) / 255.0).astype(np.float32)
+    idx = rng.integers(0, n, (500, 3))
+    rgb = (idx * 15).astype(np.uint8)
+    want = np.round(lut[idx[:, 0], idx[:, 1], idx[:, 2]].astype(np.float64) * 255).astype(np.uint8)
+    got = lut_apply(rgb, lut)
+    assert np.array_equal(got, want)  # grid points come back unchanged
+    # Same through the fused kernel (identity warp), as a 1-row frame.
+    frame = rgb.reshape(1, -1, 3)
+    out = render_frame(np.empty_like(frame), frame, np.eye(2, 3), lut)
+    assert np.array_equal(out[0], want)
+
+
+def test_lut_exact_for_affine_colour_matrix():
+    # Tetrahedral interpolation is exact for colour maps affine in RGB (trilinear is
+    # too, but e.g. a wrong tetrahedron choice would not be).
+    rng = np.random.default_rng(9)
+    n = 5
+    # Random (non-round) coefficients, so exact results never sit on rounding ties.
+    matrix = rng.uniform(0.0, 0.2, (3, 3)) + 0.3 * np.eye(3)  # stays within 0..1
+    offset = rng.uniform(0.0, 0.05, 3)
+    axis = np.linspace(0, 1, n)
+    grid = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), axis=-1)
+    lut = (grid @ matrix.T + offset).astype(np.float32)
+    rgb = rng.integers(0, 256, (4000, 3), dtype=np.uint8)
+    exact = rgb.astype(np.float64) / 255 @ matrix.T + offset
+    want = np.round(exact * 255).astype(np.int16)
+    got = lut_apply(rgb, lut).astype(np.int16)
+    err = np.abs(got - want)
+    # float32 LUT storage can flip a rounding tie by one level, nothing more.
+    assert err.max() <= 1 and err.mean() < 0.01
+    # And the continuous interpolant: compare unrounded against the reference too.
+    np.testing.assert_allclose(ref_tetrahedral(rgb / 255.0, lut), exact, atol=1e-6)
+
+
+def test_tetrahedral_differs_from_trilinear_on_nonlinear_lut():
+    # A LUT whose only non-zero corner is (1, 0, 0) in a 2-grid: tetrahedral weight is
+    # max(fr - max(fg, fb), 0) style, trilinear is fr*(1-fg)*(1-fb).  Pin tetrahedral.
+    lut = np.zeros((2, 2, 2, 3), np.float32)
+    lut[1, 0, 0] = 1.0
+    rgb = np.array([[204, 102, 51]], np.uint8)  # fr=.8, fg=.4, fb=.2
+    got = lut_apply(rgb, lut)
+    assert got[0, 0] == round((0.8 - 0.4) * 255)  # tetrahedral: 102
+    assert got[0, 0] != round(0.8 * 0.6 * 0.8 * 255)  # trilinear would give 98
+
+
+def test_lut_apply_matches_reference():
+    rng = np.random.default_rng(2)
+    lut = smooth_lut(rng, 33)
+    rgb = rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+    want = np.clip(np.round(ref_tetrahedral(rgb / 255.0, lut) * 255), 0, 255).astype(np.uint8)
+    assert_close_u8(lut_apply(rgb, lut), want)
+
+
+# --------------------------------------------------------------------------------------
+# affine_for semantics
+# --------------------------------------------------------------------------------------
+def _apply(aff, x, y):
+    return aff @ np.array([x, y, 1.0])
+
+
+def test_affine_for_cover_fit_centres_and_crops():
+    aff = affine_for((320, 180), (640, 480))  # source 4:3 -> output 16:9: crop top/bottom
+    np.testing.assert_allclose(_apply(aff, 159.5, 89.5), [319.5, 239.5], atol=1e-9)
+    # Width fits exactly: output left/right edges map onto source left/right edges.
+    np.testing.assert_allclose(_apply(aff, -0.5, 89.5)[0], -0.5, atol=1e-9)
+    np.testing.assert_allclose(_apply(aff, 319.5, 89.5)[0], 639.5, atol=1e-9)
+    # Vertical is centre-cropped: output covers 360 of 480 source rows.
+    top, bottom = _apply(aff, 0, -0.5)[1], _apply(aff, 0, 179.5)[1]
+    np.testing.assert_allclose([top, bottom], [59.5, 419.5], atol=1e-9)
+
+
+def test_affine_for_scale_rotation_shift_directions():
+    size = (200, 100)
+    # Zoom 2x: an output pixel 10 px right of centre shows source 5 px right of centre.
+    aff = affine_for(size, size, scale=2.0)
+    np.testing.assert_allclose(_apply(aff, 99.5 + 10, 49.5), [99.5 + 5, 49.5], atol=1e-9)
+    # Shift content right by 7: output pixel at centre+7 shows the source centre.
+    aff = affine_for(size, size, shift_x=7.0, shift_y=-3.0)
+    np.testing.assert_allclose(_apply(aff, 99.5 + 7, 49.5 - 3), [99.5, 49.5], atol=1e-9)
+    # Rotate counter-clockwise by 90 deg: content right of centre moves up on screen.
+    aff = affine_for(size, size, rotation_deg=90.0)
+    np.testing.assert_allclose(_apply(aff, 99.5, 49.5 - 10), [99.5 + 10, 49.5], atol=1e-9)
+
+
+def test_affine_for_matches_cv2_rotation_sense():
+    cv2 = pytest.importorskip("cv2")
+    size = (160, 120)
+    fwd = cv2.getRotationMatrix2D(((size[0] - 1) / 2, (size[1] - 1) / 2), 25.0, 1.5)
+    inv = cv2.invertAffineTransform(fwd)
+    np.testing.assert_allclose(affine_for(size, size, scale=1.5, rotation_deg=25.0), inv, atol=1e-9)
+
+
+def test_render_with_affine_for_matches_cv2_warp():
+    cv2 = pytest.importorskip("cv2")
+    rng = np.random.default_rng(4)
+    src = cv2.GaussianBlur(rng.integers(0, 256, (90, 120, 3), dtype=np.uint8), (0, 0), 2.0)
+    aff = affine_for((120, 90), (120, 90), scale=1.3, rotation_deg=-12.0, shift_x=4.0)
+    out = render_frame(np.empty((90, 120, 3), np.uint8), src, aff, identity_lut())
+    want = cv2.warpAffine(src, aff, (120, 90), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+    # OpenCV quantises the sub-pixel position to 1/32 px; allow a little slack.
+    err = np.abs(out.astype(int) - want)
+    assert err.max() <= 3 and err.mean() < 0.3
+
+
+# --------------------------------------------------------------------------------------
+# validation
+# --------------------------------------------------------------------------------------
+def _ok_args():
+    src = np.zeros((8, 8, 3), np.uint8)
+    return dict(out=np.zeros((4, 4, 3), np.uint8), src_a=src,
+                inv_affine_a=np.eye(2, 3), lut_a=identity_lut())
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(out=np.zeros((4, 4, 3), np.float32)), "out must be a uint8"),
+    (dict(out=np.zeros((4, 4), np.uint8)), "out must be a uint8"),
+    (dict(src_a=np.zeros((8, 8, 3), np.float32)), "src_a must have dtype uint8"),
+    (dict(src_a=np.zeros((8, 8, 4), np.uint8)), r"src_a must have shape \(H, W, 3\)"),
+    (dict(src_a=np.zeros((0, 8, 3), np.uint8)), "src_a must be non-empty"),
+    (dict(inv_affine_a=np.eye(3)), r"inv_affine_a must have shape \(2, 3\)"),
+    (dict(inv_affine_a=[[1, 0, np.nan], [0, 1, 0]]), "inv_affine_a must be finite"),
+    (dict(lut_a=np.zeros((4, 4, 3, 3), np.float32)), r"lut_a must have shape \(N, N, N, 3\)"),
+    (dict(lut_a=np.zeros((1, 1, 1, 3), np.float32)), "N >= 2"),
+    (dict(lut_a=np.zeros((2, 2, 2, 3), np.uint8)), "lut_a must be a float array"),
+    (dict(blend_b=0.5), "requires src_b"),
+    (dict(blend_b=1.5, src_b=np.zeros((8, 8, 3), np.uint8)), r"blend_b must be in \[0, 1\]"),
+    (dict(fade_amount=-0.1), r"fade_amount must be in \[0, 1\]"),
+    (dict(fade_rgb=(1, 0)), "fade_rgb must be three"),
+    (dict(src_b=np.zeros((8, 8), np.uint8), blend_b=0.5), "src_b must have shape"),
+])
+def test_validation_errors(change, match):
+    args = _ok_args()
+    args.update(change)
+    with pytest.raises(ValueError, match=match):
+        render_frame(**args)
+
+
+def test_lut_apply_validation_and_helpers():
+    with pytest.raises(ValueError, match="uint8"):
+        lut_apply(np.zeros((4, 3), np.float32), identity_lut())
+    with pytest.raises(ValueError, match=r"\(\.\.\., 3\)"):
+        lut_apply(np.zeros((4, 4), np.uint8), identity_lut())
+    with pytest.raises(ValueError, match="n >= 2"):
+        identity_lut(1)
+    with pytest.raises(ValueError, match="scale"):
+        affine_for((10, 10), (10, 10), scale=0.0)
+    lut = identity_lut(4)
+    assert lut.shape == (4, 4, 4, 3) and lut.dtype == np.float32
+    np.testing.assert_allclose(lut[1, 2, 3], [1 / 3, 2 / 3, 1.0], atol=1e-7)
+    assert math.isclose(float(lut[3, 0, 0, 0]), 1.0)
