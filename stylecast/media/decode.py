@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from stylecast.errors import MediaError
-from stylecast.media.probe import ProbeInfo, probe
+from stylecast.media.probe import ProbeInfo, describe_error, probe
 
 # A frame whose time is within this much before t0 still counts as "at t0" (timestamps are rounded).
 _TIME_EPS = 1e-6
@@ -64,7 +64,7 @@ def iter_frames(
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as exc:
-        raise MediaError(f"{Path(path).name}: cannot open ({exc})") from None
+        raise MediaError(f"{Path(path).name}: cannot open ({describe_error(exc)})") from None
     with container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -111,7 +111,7 @@ def _decode(container, stream, info: ProbeInfo, path) -> Iterator[tuple[float, a
                 continue
             yield float(frame.pts * stream.time_base) - info.start_time_s, frame
     except av.FFmpegError as exc:
-        raise MediaError(f"{name}: undecodable video data ({exc})") from None
+        raise MediaError(f"{name}: undecodable video data ({describe_error(exc)})") from None
 
 
 def read_frames(path, t0: float = 0.0, t1: float | None = None, **kwargs) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +158,7 @@ def read_audio(
                 chunks.append(out.to_ndarray())
     except av.FFmpegError as exc:
         if not chunks:
-            raise MediaError(f"{Path(path).name}: undecodable audio ({exc})") from None
+            raise MediaError(f"{Path(path).name}: undecodable audio ({describe_error(exc)})") from None
     if not chunks:
         return None
     audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)

@@ -84,12 +84,18 @@ def probe(path: str | Path) -> ProbeInfo:
         container.close()
 
 
+def describe_error(exc: BaseException) -> str:
+    """FFmpeg's words for an error, without errno numbers and paths."""
+    return _reason(exc)
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     # PyAV prefixes "[Errno 1094995529] Invalid data found when processing input: 'path'"; keep the words.
     if "]" in text and text.startswith("[Errno"):
         text = text.split("]", 1)[1].strip()
-    return text.split(": '", 1)[0]
+    text = text.split(": '", 1)[0]
+    return text.replace("[Errno", "").strip()
 
 
 def _probe_open(container: av.container.InputContainer, path: Path, size: int) -> ProbeInfo:
@@ -103,6 +109,7 @@ def _probe_open(container: av.container.InputContainer, path: Path, size: int) -
     tb = stream.time_base or Fraction(1, 90000)
 
     pts: list[int] = []
+    damaged = False
     try:
         for packet in container.demux(stream):
             if packet.pts is not None and packet.size > 0:
@@ -110,7 +117,11 @@ def _probe_open(container: av.container.InputContainer, path: Path, size: int) -
     except av.FFmpegError as exc:
         if not pts:
             raise MediaError(f"{path.name}: cannot read video packets ({_reason(exc)})") from None
-        # A truncated tail: keep what was readable; decode will report the damage if it matters.
+        damaged = True
+    declared = int(stream.frames or 0)
+    if damaged or (declared and len(pts) < declared):
+        raise MediaError(f"{path.name}: the file is truncated or damaged "
+                         f"({len(pts)} of {declared or 'an unknown number of'} video frames are readable)")
     if not pts:
         raise MediaError(f"{path.name}: the video stream has no frames")
     pts_arr = np.unique(np.asarray(pts, dtype=np.int64))

@@ -1,0 +1,216 @@
+"""Analysis of one video: per-range feature extraction (the chunk worker's job) and the merge that turns
+gathered features into shots, transitions, per-shot colour and motion, framing and audio facts.
+
+`analyze_video_range` is what a worker runs on ``[t0, t1)``: it decodes its own range at analysis resolution
+(plus the one frame before it, so scores on a seam are the same however the video is split) and returns
+small per-frame arrays.  `finish_analysis` runs once on the gathered, ordered arrays.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from stylecast.analysis.audio import AudioFeatures, analyze_audio
+from stylecast.analysis.motion import ShotMotion, estimate_pair_motion, summarize_motion
+from stylecast.analysis.shots import (
+    FeatureTrack,
+    Transition,
+    concat_tracks,
+    detect_letterbox,
+    detect_transitions,
+    frame_features,
+    shots_from_transitions,
+    stack_features,
+)
+from stylecast.color import ColorStats, color_stats
+from stylecast.media.decode import fit_size, iter_frames, read_audio
+from stylecast.media.probe import ProbeInfo, probe
+from stylecast.style import Letterbox
+
+ANALYSIS_MAX_SIDE = 320  # px: analysis frames fit in 320×320, aspect kept
+AUDIO_ANALYSIS_RATE = 22050  # Hz
+MAX_SHOT_PIXELS = 30000  # LAB samples kept per shot for colour fitting
+
+
+@dataclass
+class RangeFeatures:
+    """What a worker returns for ``[t0, t1)``: per-frame features and motion, a few KB per frame."""
+
+    t0: float
+    t1: float
+    track: FeatureTrack | None  # None when no frame falls in the range
+    motion: np.ndarray  # (n, 5) content motion from the previous frame (zeros for the video's first frame)
+
+
+def analysis_size(info: ProbeInfo) -> tuple[int, int]:
+    return fit_size(info, ANALYSIS_MAX_SIDE, ANALYSIS_MAX_SIDE)
+
+
+def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: ProbeInfo | None = None) -> RangeFeatures:
+    """Features of the frames in ``[t0, t1)`` seconds, each scored against its true predecessor."""
+    info = info or probe(path)
+    size = analysis_size(info)
+    prev_rgb = prev_gray = None
+    if t0 > 0:
+        # The predecessor lies within a few nominal frame durations (VFR drops frames); widen if not.
+        for margin in (3.0 / info.fps, 1.0, t0):
+            before = list(iter_frames(path, max(0.0, t0 - margin), t0, info=info, size=size))
+            if before:
+                prev_rgb = before[-1].rgb
+                break
+    feats, times, motion = [], [], []
+    if prev_rgb is not None:
+        prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
+    for frame in iter_frames(path, t0, t1, info=info, size=size):
+        gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+        feats.append(frame_features(frame.rgb, prev_rgb))
+        motion.append(np.zeros(5) if prev_gray is None else estimate_pair_motion(prev_gray, gray))
+        times.append(frame.time_s)
+        prev_rgb, prev_gray = frame.rgb, gray
+    if not feats:
+        return RangeFeatures(t0, t1 if t1 is not None else t0, None, np.zeros((0, 5)))
+    return RangeFeatures(
+        t0, t1 if t1 is not None else times[-1], stack_features(feats, times, info.fps), np.asarray(motion, np.float64)
+    )
+
+
+def merge_ranges(parts: Sequence[RangeFeatures]) -> tuple[FeatureTrack, np.ndarray]:
+    """Concatenate range results (in time order) into one track and one motion array."""
+    parts = sorted((p for p in parts if p.track is not None), key=lambda p: p.t0)
+    if not parts:
+        raise ValueError("no video frames were decoded")
+    return concat_tracks([p.track for p in parts]), np.concatenate([p.motion for p in parts])
+
+
+def analyze_audio_file(path: str | Path, info: ProbeInfo) -> tuple[AudioFeatures | None, str | None]:
+    """Audio facts, or ``(None, reason)`` when there is no usable audio (a normal case)."""
+    if info.audio is None:
+        return None, "no audio track"
+    samples = read_audio(path, info=info, sample_rate=AUDIO_ANALYSIS_RATE, channels=2, t1=info.duration_s)
+    if samples is None or samples.shape[1] == 0:
+        return None, "the audio track is empty"
+    return analyze_audio(samples, AUDIO_ANALYSIS_RATE), None
+
+
+@dataclass
+class ShotAnalysis:
+    index: int
+    start_frame: int
+    end_frame: int  # exclusive
+    start_s: float
+    end_s: float
+    color: ColorStats | None
+    motion: ShotMotion
+    pixels: np.ndarray  # (m, 3) float32 LAB samples (frames inside gradual transitions excluded)
+
+
+@dataclass
+class VideoAnalysis:
+    probe: ProbeInfo
+    track: FeatureTrack
+    motion: np.ndarray
+    transitions: list[Transition]
+    shots: list[ShotAnalysis]
+    letterbox: Letterbox
+    audio: AudioFeatures | None
+    audio_reason: str | None = None
+    fade_colors: dict[int, str] = field(default_factory=dict)
+
+    def report(self) -> dict:
+        """The JSON document of ``stylecast analyze``."""
+        return {
+            "probe": self.probe.model_dump(),
+            "cuts": [{"frame": t.frame, "time_s": round(t.time_s, 6), "kind": t.kind,
+                      "duration_s": round(t.duration_s, 6)} for t in self.transitions],
+            "shots": [
+                {"start_s": round(s.start_s, 6), "end_s": round(s.end_s, 6), "start_frame": s.start_frame,
+                 "end_frame": s.end_frame, "motion": s.motion.model_dump(),
+                 "color": None if s.color is None else {"mean_lab": s.color.mean, "contrast": s.color.contrast,
+                                                         "saturation_mean": s.color.saturation_mean}}
+                for s in self.shots
+            ],
+            "framing": self.letterbox.model_dump(),
+            "audio": None if self.audio is None else {
+                "tempo_bpm": self.audio.tempo_bpm, "beats_s": self.audio.beats_s, "lufs": self.audio.lufs,
+                "beat_strength": self.audio.beat_strength, "onset_density_per_s": self.audio.onset_density_per_s,
+            },
+            "audio_reason": self.audio_reason,
+        }
+
+
+def finish_analysis(
+    info: ProbeInfo,
+    track: FeatureTrack,
+    motion: np.ndarray,
+    audio: AudioFeatures | None,
+    audio_reason: str | None = None,
+) -> VideoAnalysis:
+    """Shots, transitions, per-shot colour/motion and framing from a whole video's gathered features."""
+    n = track.n_frames
+    transitions = detect_transitions(track)
+    shots = shots_from_transitions(transitions, n, times_s=track.times_s)
+    in_transition = np.zeros(n, bool)
+    for t in transitions:
+        if t.kind != "cut":
+            in_transition[t.start_frame : t.end_frame + 1] = True
+    h, w = track.frame_size
+    result = []
+    for i, shot in enumerate(shots):
+        frames = np.arange(shot.start_frame, shot.end_frame)
+        clean = frames[~in_transition[frames]]
+        if clean.size == 0:
+            clean = frames
+        pixels = track.lab_samples[clean].reshape(-1, 3).astype(np.float32)
+        if pixels.shape[0] > MAX_SHOT_PIXELS:
+            pixels = pixels[:: int(np.ceil(pixels.shape[0] / MAX_SHOT_PIXELS))]
+        # Motion pair k is frame k-1 → k; the pair that enters the shot belongs to the cut, not the shot.
+        pairs = motion[shot.start_frame + 1 : shot.end_frame]
+        result.append(ShotAnalysis(
+            index=i, start_frame=shot.start_frame, end_frame=shot.end_frame, start_s=shot.start_s, end_s=shot.end_s,
+            color=color_stats(pixels) if pixels.size else None,
+            motion=summarize_motion(pairs, track.fps, w, h),
+            pixels=pixels,
+        ))
+    top, bottom, left, right = detect_letterbox(track)
+    letterbox = Letterbox(top=top / h, bottom=bottom / h, left=left / w, right=right / w)
+    fade_colors = {
+        i: ("black" if float(track.mean_luma[t.frame]) < 50.0 else "white")
+        for i, t in enumerate(transitions) if t.kind == "fade"
+    }
+    return VideoAnalysis(info, track, motion, transitions, result, letterbox, audio, audio_reason, fade_colors)
+
+
+def split_ranges(duration_s: float, chunk_seconds: float | None) -> list[tuple[float, float | None]]:
+    """Time ranges covering ``[0, duration)``; the last is open-ended so no trailing frame is lost."""
+    if not chunk_seconds or chunk_seconds >= duration_s:
+        return [(0.0, None)]
+    edges = list(np.arange(0.0, duration_s, chunk_seconds))
+    ranges: list[tuple[float, float | None]] = [(float(a), float(b)) for a, b in zip(edges, edges[1:])]
+    ranges.append((float(edges[-1]), None))
+    return ranges
+
+
+def analyze_file(
+    path: str | Path,
+    *,
+    info: ProbeInfo | None = None,
+    chunk_seconds: float | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
+) -> VideoAnalysis:
+    """Analyse a whole video in this process, range by range (the same code path the cluster runs)."""
+    info = info or probe(path)
+    ranges = split_ranges(info.duration_s, chunk_seconds)
+    parts = []
+    for k, (t0, t1) in enumerate(ranges):
+        parts.append(analyze_video_range(path, t0, t1, info=info))
+        if progress:
+            progress("video_analysis", k + 1, len(ranges))
+    track, motion = merge_ranges(parts)
+    audio, reason = analyze_audio_file(path, info)
+    if progress:
+        progress("audio_analysis", 1, 1)
+    return finish_analysis(info, track, motion, audio, reason)

@@ -1,0 +1,240 @@
+"""The ``stylecast`` command line.
+
+Errors are one line on stderr and a non-zero exit code (the traceback only with ``--debug``); outputs appear
+at their path only when complete.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from stylecast import __version__
+from stylecast.errors import StylecastError
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class ProgressPrinter:
+    """One progress bar per stage on a terminal; quiet (a line per stage) when stderr is not a terminal."""
+
+    def __init__(self, stream=None, enabled: bool = True) -> None:
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = self.stream.isatty()
+        self._stage: str | None = None
+        self._t0 = time.perf_counter()
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self._stage:
+            if self._stage is not None and self.tty:
+                self.stream.write("\n")
+            self._stage, self._t0 = stage, time.perf_counter()
+            if not self.tty:
+                self.stream.write(f"{stage} …\n")
+        if self.tty:
+            frac = done / max(total, 1)
+            bar = "█" * int(frac * 30) + "·" * (30 - int(frac * 30))
+            self.stream.write(f"\r{stage:<18} {bar} {done}/{total} {time.perf_counter() - self._t0:5.1f}s")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self.tty and self._stage is not None:
+            self.stream.write("\n")
+            self.stream.flush()
+        self._stage = None
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _check_output(path: str, inputs: list[str]) -> Path:
+    out = Path(path)
+    if out.suffix.lower() != ".mp4":
+        raise StylecastError(f"{out}: the output must be an .mp4 file")
+    for inp in inputs:
+        if Path(inp).resolve() == out.resolve():
+            raise StylecastError(f"{out}: the output would overwrite an input")
+    if out.exists() and out.is_dir():
+        raise StylecastError(f"{out}: is a directory")
+    return out
+
+
+def cmd_run(args) -> int:
+    from stylecast import engine
+    from stylecast.options import parse_options
+
+    options = parse_options(args.options)
+    out = _check_output(args.output, [args.source, args.template])
+    progress = ProgressPrinter(enabled=not args.quiet)
+    result = engine.run(args.source, args.template, out, options, style_json_path=args.style_json,
+                        chunk_seconds=args.chunk_seconds, progress=progress)
+    progress.finish()
+    print(json.dumps({"output": str(result.output), "style_json": args.style_json,
+                      "frames": result.plan.output.frame_count, "duration_s": round(result.plan.output.duration_s, 3),
+                      "segments": len(result.plan.segments),
+                      "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()}}, indent=2))
+    return 0
+
+
+def cmd_extract(args) -> int:
+    from stylecast import engine
+    from stylecast.color import write_cube
+    from stylecast.media.encode import atomic_output
+
+    progress = ProgressPrinter(enabled=not args.quiet)
+    style, _ = engine.extract(args.template, chunk_seconds=args.chunk_seconds, progress=progress)
+    progress.finish()
+    engine.write_json_atomic(args.output, style.model_dump(mode="json"))
+    if args.cube:
+        if style.color is None:
+            raise StylecastError(f"no colour look to export: {style.meta.failures.get('color', 'unknown reason')}")
+        with atomic_output(args.cube) as tmp:
+            write_cube(style.color.look_lut.to_array(), tmp, title=f"stylecast look of {Path(args.template).name}")
+    print(json.dumps({"style_json": args.output, "cube": args.cube, "failures": style.meta.failures,
+                      "confidence": style.meta.confidence}, indent=2))
+    return 0
+
+
+def cmd_apply(args) -> int:
+    from stylecast import engine
+    from stylecast.options import parse_options
+
+    options = parse_options(args.options)
+    style = engine.load_style(args.style)
+    out = _check_output(args.output, [args.source])
+    progress = ProgressPrinter(enabled=not args.quiet)
+    path, plan = engine.apply(args.source, style, out, options, chunk_seconds=args.chunk_seconds, progress=progress)
+    progress.finish()
+    print(json.dumps({"output": str(path), "frames": plan.output.frame_count,
+                      "duration_s": round(plan.output.duration_s, 3)}, indent=2))
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    from stylecast.analyze import analyze_file
+
+    progress = ProgressPrinter(enabled=not args.quiet)
+    analysis = analyze_file(args.video, chunk_seconds=args.chunk_seconds, progress=progress)
+    progress.finish()
+    json.dump(analysis.report(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_schema(args) -> int:
+    from stylecast.style import stylejson_schema
+
+    json.dump(stylejson_schema(), sys.stdout, indent=2)
+    sys.stdout.write("\n")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from stylecast import engine
+    from stylecast.options import parse_options
+    from stylecast.synth_clip import demo_clips
+
+    directory = Path(args.dir)
+    progress = ProgressPrinter(enabled=not args.quiet)
+    print(f"making demo clips in {directory} …", file=sys.stderr)
+    source, template = demo_clips(directory, seconds=args.seconds)
+    out = directory / "demo_output.mp4"
+    style_path = directory / "demo_style.json"
+    result = engine.run(source.path, template.path, out, parse_options(args.options), style_json_path=style_path,
+                        chunk_seconds=args.chunk_seconds, progress=progress)
+    progress.finish()
+    print(json.dumps({"source": str(source.path), "template": str(template.path), "output": str(result.output),
+                      "style_json": str(style_path),
+                      "stage_seconds": {k: round(v, 2) for k, v in result.stage_seconds.items()}}, indent=2))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="stylecast", description="Make a video look, cut and move like another one.")
+    parser.add_argument("--version", action="version", version=f"stylecast {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def chunk_arg(p):
+        p.add_argument("--chunk-seconds", type=_positive_float, default=None, metavar="S",
+                       help="split videos into time chunks of S seconds (default: one chunk)")
+
+    p = sub.add_parser("run", help="analyse both videos, extract the template's style, render the source in it")
+    p.add_argument("source")
+    p.add_argument("template")
+    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("--style-json", metavar="F", help="also write the extracted StyleJSON here")
+    p.add_argument("--options", metavar="JSON|@file", help="job options as JSON, or @path to a JSON file")
+    chunk_arg(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("extract", help="extract a template's StyleJSON (and its look as a .cube LUT)")
+    p.add_argument("template")
+    p.add_argument("-o", "--output", required=True, help="StyleJSON output path")
+    p.add_argument("--cube", metavar="LOOK.cube", help="also write the colour look as an Adobe/Resolve .cube LUT")
+    chunk_arg(p)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("apply", help="render a source in a saved StyleJSON")
+    p.add_argument("source")
+    p.add_argument("--style", required=True, help="StyleJSON file")
+    p.add_argument("-o", "--output", required=True, help="output .mp4")
+    p.add_argument("--options", metavar="JSON|@file")
+    chunk_arg(p)
+    p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("analyze", help="print a video's analysis (probe, cuts, shots, motion, audio) as JSON")
+    p.add_argument("video")
+    chunk_arg(p)
+    p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("schema", help="print the StyleJSON v1 JSON Schema")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("demo", help="make a neutral source and a graded, fast-cut template, and run a job")
+    p.add_argument("--dir", default="stylecast-demo", help="where the clips and the output go")
+    p.add_argument("--seconds", type=_positive_float, default=8.0)
+    p.add_argument("--options", metavar="JSON|@file")
+    chunk_arg(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except StylecastError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"stylecast: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("stylecast: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the user gets one line, --debug gets the rest
+        if args.debug:
+            traceback.print_exc()
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"stylecast: error: {type(exc).__name__}: {msg} (run with --debug for details)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The engine in one process: analyse → extract StyleJSON → plan → render.
+
+The Ray pipeline (`actors/`) runs the same steps with the ranges spread over workers; this module is the
+reference path, used by the CLI's local mode and by the tests.
+"""
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from stylecast.analyze import VideoAnalysis, analyze_file
+from stylecast.errors import MediaError, OptionsError
+from stylecast.media.probe import probe
+from stylecast.options import Options, format_validation_error
+from stylecast.plan import RenderPlan, build_plan
+from stylecast.render import decode_size_for, render_plan
+from stylecast.style import StyleJSON, extract_style
+from stylecast.plan import output_spec
+
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class RunResult:
+    output: Path
+    style: StyleJSON
+    plan: RenderPlan
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
+def load_style(path: str | Path) -> StyleJSON:
+    """Read and validate a StyleJSON file; raises `OptionsError` with a one-line reason."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise OptionsError(f"cannot read style file {path}: {exc.strerror}") from None
+    try:
+        return StyleJSON.model_validate_json(text)
+    except ValidationError as exc:
+        raise OptionsError(f"{Path(path).name} is not a valid StyleJSON v1 document: "
+                           f"{format_validation_error(exc)}") from None
+
+
+def extract(template: str | Path, *, chunk_seconds: float | None = None,
+            progress: Progress | None = None) -> tuple[StyleJSON, VideoAnalysis]:
+    analysis = analyze_file(template, chunk_seconds=chunk_seconds, progress=progress)
+    style = extract_style(analysis)
+    if progress:
+        progress("style_extraction", 1, 1)
+    return style, analysis
+
+
+def apply(
+    source: str | Path | VideoAnalysis,
+    style: StyleJSON,
+    out_path: str | Path,
+    options: Options | None = None,
+    *,
+    chunk_seconds: float | None = None,
+    progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> tuple[Path, RenderPlan]:
+    options = options or Options()
+    analysis = source if isinstance(source, VideoAnalysis) else analyze_file(source, chunk_seconds=chunk_seconds,
+                                                                             progress=progress)
+    out = output_spec(analysis, style, options)
+    plan = build_plan(analysis, style, options, decode_size=decode_size_for((out.width, out.height), analysis.probe))
+    if progress:
+        progress("style_application", 1, 1)
+    path = render_plan(plan, out_path, source_path=analysis.probe.path, chunk_seconds=chunk_seconds,
+                       progress=progress, should_stop=should_stop)
+    return path, plan
+
+
+def run(
+    source: str | Path,
+    template: str | Path,
+    out_path: str | Path,
+    options: Options | None = None,
+    *,
+    style_json_path: str | Path | None = None,
+    chunk_seconds: float | None = None,
+    progress: Progress | None = None,
+) -> RunResult:
+    """Analyse both videos, extract the template's style, render the source in it.
+
+    Both inputs are probed first so that a bad template fails before any work is done on the source.
+    """
+    options = options or Options()
+    for path in (source, template):
+        probe(path)
+    timings: dict[str, float] = {}
+    t = time.perf_counter()
+    style, _ = extract(template, chunk_seconds=chunk_seconds, progress=progress)
+    timings["template_analysis_and_extraction"] = time.perf_counter() - t
+    if style_json_path:
+        write_json_atomic(style_json_path, style.model_dump(mode="json"))
+    t = time.perf_counter()
+    source_analysis = analyze_file(source, chunk_seconds=chunk_seconds, progress=progress)
+    timings["source_analysis"] = time.perf_counter() - t
+    t = time.perf_counter()
+    path, plan = apply(source_analysis, style, out_path, options, chunk_seconds=chunk_seconds, progress=progress)
+    timings["plan_and_render"] = time.perf_counter() - t
+    return RunResult(path, style, plan, timings)
+
+
+def write_json_atomic(path: str | Path, data) -> None:
+    from stylecast.media.encode import atomic_output
+
+    with atomic_output(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+__all__ = ["RunResult", "extract", "apply", "run", "load_style", "MediaError"]

@@ -1,0 +1,88 @@
+"""Job options: the one model that says what a job may be asked to do.  Unknown keys are errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from stylecast.errors import OptionsError
+
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
+
+
+class TransferOptions(BaseModel):
+    """Which parts of the template's style to apply.  Everything is on by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    color: bool = Field(True, description="chroma: the template's colour balance and palette (a*, b*)")
+    tone: bool = Field(True, description="lightness: the template's contrast curve and exposure (L*)")
+    pacing: bool = Field(True, description="re-cut the source to the template's shot lengths (and beat)")
+    transitions: bool = Field(True, description="fades and dissolves like the template's")
+    motion: bool = Field(True, description="synthetic camera moves matching the template's motion profile")
+    audio: bool = Field(True, description="match the template's loudness (LUFS); audio is always re-cut with the picture")
+    framing: bool = Field(True, description="letterbox bars like the template's")
+
+
+class OutputOptions(BaseModel):
+    """Output encoding.  Width/height default to the source's display size; fps to the source's rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    width: int | None = Field(None, ge=16, le=7680, description="pixels; rounded down to even")
+    height: int | None = Field(None, ge=16, le=4320, description="pixels; rounded down to even")
+    fps: float | None = Field(None, gt=0, le=120, description="frames per second (constant)")
+    crf: int = Field(20, ge=0, le=51, description="x264 constant rate factor: lower = better and bigger")
+    preset: Literal[X264_PRESETS] = Field("veryfast", description="x264 speed/size trade-off")  # type: ignore[valid-type]
+
+
+class Options(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    transfer: TransferOptions = Field(default_factory=TransferOptions)
+    strength: float = Field(1.0, ge=0.0, le=1.0, description="0 = keep the source's look, 1 = the template's look")
+    output: OutputOptions = Field(default_factory=OutputOptions)
+    max_duration_s: float | None = Field(None, gt=0, description="cap on the output length, seconds")
+    seed: int = Field(0, ge=0, description="seed for the deterministic choices of the planner (shake phase, …)")
+
+    @model_validator(mode="after")
+    def _check(self) -> Options:
+        if self.output.width is not None:
+            self.output.width -= self.output.width % 2
+        if self.output.height is not None:
+            self.output.height -= self.output.height % 2
+        return self
+
+
+def parse_options(value: str | dict | None) -> Options:
+    """Options from a dict, a JSON string, or ``@path`` to a JSON file; raises `OptionsError` with a clear line."""
+    if value is None or value == "":
+        return Options()
+    if isinstance(value, str):
+        text = value
+        if value.startswith("@"):
+            try:
+                text = Path(value[1:]).read_text()
+            except OSError as exc:
+                raise OptionsError(f"cannot read options file {value[1:]}: {exc.strerror}") from None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise OptionsError(f"options are not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    if not isinstance(value, dict):
+        raise OptionsError("options must be a JSON object")
+    try:
+        return Options.model_validate(value)
+    except ValidationError as exc:
+        raise OptionsError(f"invalid options: {format_validation_error(exc)}") from None
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """One line: 'transfer.colour: Extra inputs are not permitted; strength: ...'."""
+    parts = []
+    for err in exc.errors():
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
