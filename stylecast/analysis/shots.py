@@ -440,7 +440,11 @@ class DissolveDetector:
     translation: mean ``motion_change`` over the mixed frames >= ``min_motion_ratio`` x mean
     ``content_change`` (pans give ~0). Pans, zooms and rotations leave the line (the average of two
     displaced textures is a blur that no middle frame resembles). Overlapping candidates keep the
-    lowest residual. The transition spans the frames with 0.05 < alpha < 0.95; its middle is where
+    highest ``|A - B| x (1 - residual / max_residual)``. Finally the blend must show the variance
+    dip of mixing two unrelated pictures: the thumbnails' spatial variance at 0.3 < alpha < 0.7 is
+    <= ``max_variance_ratio`` x the alpha-interpolated variance of A and B (~0.5 for a true
+    cross-fade, ~1 for camera motion -- the decisive test against slow zooms, whose low-resolution
+    frames ARE nearly linear mixes of their neighbours). The transition spans the frames with 0.05 < alpha < 0.95; its middle is where
     alpha crosses 0.5.
 
     Parameters
@@ -448,12 +452,13 @@ class DissolveDetector:
     half_windows : half window lengths in frames.
     min_end_diff : float, LAB mean-abs units.
     max_residual : float, relative residual (dimensionless).
-    max_alpha_step, min_mixed_frames, min_motion_ratio : see rule.
+    max_alpha_step, min_mixed_frames, min_motion_ratio, max_variance_ratio : see rule.
     """
 
     half_windows: tuple[int, ...] = (4, 6, 9, 13, 18, 25)
     min_end_diff: float = 6.0
-    max_residual: float = 0.25
+    max_residual: float = 0.4
+    max_variance_ratio: float = 0.8
     max_alpha_step: float = 0.4
     min_mixed_frames: int = 4
     min_motion_ratio: float = 0.5
@@ -464,6 +469,9 @@ class DissolveDetector:
         thumbs = track.thumb_lab.astype(np.float32)
         small = 0.25 * (thumbs[:, 0:26:2, 0::2] + thumbs[:, 1:27:2, 0::2] + thumbs[:, 0:26:2, 1::2] + thumbs[:, 1:27:2, 1::2])
         flat = small.reshape(n, -1)
+        # spatial variance (summed over L, a, b) of each thumbnail: the blend of two unrelated
+        # pictures has about half the variance of either, a moving camera keeps it
+        variance = thumbs.reshape(n, -1, 3).var(axis=1).sum(axis=1)
         dim = flat.shape[1]
         cands: list[tuple] = []  # (incomplete, -score, start, end, middle, score)
         for h in self.half_windows:
@@ -495,14 +503,15 @@ class DissolveDetector:
                 cc = float(track.content_change[mixed_frames].mean())
                 if mc < self.min_motion_ratio * cc:
                     continue
-                inside = np.flatnonzero((alpha > 0.05) & (alpha < 0.95))
-                start, end = int(idx[inside[0]]), int(idx[inside[-1]])
-                # middle: first crossing of alpha = 0.5 (linear interpolation)
-                k = int(np.argmax(alpha >= 0.5))
-                if k == 0:
+                central = (alpha > 0.3) & (alpha < 0.7)
+                if not central.any():
+                    central = np.abs(alpha - 0.5) == np.abs(alpha - 0.5).min()
+                a_c = alpha[central]
+                expected = (1.0 - a_c) * variance[c - h] + a_c * variance[c + h]
+                dip = float(np.mean(variance[idx[central]] / np.maximum(expected, 1e-6)))
+                if dip > self.max_variance_ratio:
                     continue
-                frac = (0.5 - alpha[k - 1]) / max(alpha[k] - alpha[k - 1], 1e-6)
-                middle = int(round(idx[k - 1] + frac))
+                start, end, middle = _ramp_extent(alpha, idx)
                 # Rank: windows containing the whole ramp (flat alpha at both ends) first, then by
                 # end difference x fit quality -- the partial windows inside a long dissolve fit a
                 # line slightly better but see a smaller end difference.
@@ -515,7 +524,38 @@ class DissolveDetector:
             if all(end < k[0] or start > k[1] for k in kept):
                 kept.append((start, end, middle, score))
         kept.sort()
-        return [_make_transition(track, "dissolve", s, e, m, sc) for s, e, m, sc in kept]
+        result = []
+        for start, end, middle, score in kept:
+            # Re-fit on the tightest window around the found ramp: the end frames of a long window
+            # have drifted (camera motion), which biases alpha and so the middle.
+            for _ in range(2):
+                lo, hi = max(start - 1, 0), min(end + 1, n - 1)
+                dv = flat[hi] - flat[lo]
+                if hi - lo < 2 or float(dv @ dv) <= 0.0:
+                    break
+                idx = np.arange(lo, hi + 1)
+                alpha = (flat[idx] - flat[lo]) @ dv / float(dv @ dv)
+                start, end, middle = _ramp_extent(alpha, idx, start, end, middle)
+            result.append(_make_transition(track, "dissolve", start, end, middle, score))
+        return result
+
+
+def _ramp_extent(alpha: np.ndarray, idx: np.ndarray, *fallback: int) -> tuple[int, int, int]:
+    """(first, last, middle) frame of a 0 -> 1 mixing ramp: frames with 0.05 < alpha < 0.95, and
+    where a straight line fitted to alpha over the mixed frames (0.1 < alpha < 0.9) crosses 0.5 --
+    a fit, because camera motion inside the shots makes single alpha values noisy.
+    ``fallback`` is returned if undefined."""
+    inside = np.flatnonzero((alpha > 0.05) & (alpha < 0.95))
+    mixed = np.flatnonzero((alpha > 0.1) & (alpha < 0.9))
+    if inside.size == 0:
+        return fallback if fallback else (int(idx[0]), int(idx[-1]), int(idx[len(idx) // 2]))
+    first, last = int(idx[inside[0]]), int(idx[inside[-1]])
+    if mixed.size >= 2:
+        slope, offset = np.polyfit(idx[mixed].astype(np.float64), alpha[mixed].astype(np.float64), 1)
+        middle = (0.5 - offset) / slope if slope > 1e-6 else 0.5 * (first + last)
+    else:
+        middle = 0.5 * (first + last)
+    return first, last, int(round(min(max(middle, first), last)))
 
 
 def detect_transitions(
