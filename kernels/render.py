@@ -41,7 +41,10 @@ import math
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import prange
+from numba.core import types
+from numba.core.extending import intrinsic
 
 __all__ = [
     "render_frame",
@@ -57,60 +60,90 @@ _JIT_OPTIONS = dict(cache=True, fastmath=True, error_model="numpy", boundscheck=
 
 # --------------------------------------------------------------------------------------
 # jitted building blocks
+#
+# Performance notes (why the code looks the way it does):
+# - Every array index is cast to an unsigned type (``_U``).  Numba otherwise emits
+#   Python negative-index wraparound for each access, which both costs instructions
+#   and stops LLVM from vectorising the loop.  With it, the per-row loop is
+#   vectorised with AVX-512/AVX2 gathers (about 5x faster).
+# - A bilinear tap reads its RGB bytes with ONE unaligned 32-bit load (a single
+#   dword gather when vectorised) instead of three byte loads, which x86 cannot
+#   gather and LLVM would scalarise.
+# - Everything is float32 (a float64 anywhere, e.g. from ``math.floor`` returning
+#   an int, silently promotes the whole expression).
 # --------------------------------------------------------------------------------------
+_U = np.uint64
+
+
+@intrinsic
+def _load_u32_unaligned(typingctx, data, byte_offset):
+    """Little-endian uint32 from 4 bytes of a 1-D uint8 array at ``byte_offset``.
+
+    No bounds check: the caller guarantees ``0 <= byte_offset <= data.size - 4``.
+    """
+    sig = types.uint32(data, byte_offset)
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        ptr = builder.gep(ary.data, [args[1]], inbounds=True)
+        ptr32 = builder.bitcast(ptr, ir.IntType(32).as_pointer())
+        return builder.load(ptr32, align=1)
+
+    return sig, codegen
+
+
 @numba.njit(inline="always", **_JIT_OPTIONS)
 def _tetra(lut_flat, n, r, g, b):
     """Tetrahedral LUT lookup of one colour given in LUT *grid units* (0..n-1).
 
-    ``lut_flat`` is the C-contiguous LUT flattened to 1-D (float32, 3 channels
-    interleaved).  Returns the three interpolated channels (float32, LUT units).
+    ``lut_flat`` is the C-contiguous ``(n, n, n, 3)`` float32 LUT flattened to 1-D.
+    Returns the three interpolated channels (float32, LUT units).
     """
     nm2 = n - 2
-    ri = min(max(np.int32(r), 0), nm2)
-    gi = min(max(np.int32(g), 0), nm2)
-    bi = min(max(np.int32(b), 0), nm2)
+    # r, g, b >= 0 up to rounding; truncation then equals floor.
+    ri = min(np.int64(r), nm2)
+    gi = min(np.int64(g), nm2)
+    bi = min(np.int64(b), nm2)
     fr = r - np.float32(ri)
     fg = g - np.float32(gi)
     fb = b - np.float32(bi)
-    step_b = 3
+    step_b = np.int64(3)
     step_g = 3 * n
     step_r = 3 * n * n
     base = ri * step_r + gi * step_g + bi * step_b
 
-    # Sort the fractional parts in decreasing order, carrying the grid step of each
-    # axis: the tetrahedron containing the point walks from corner 000 along the
-    # axis with the largest fraction, then the middle one, then reaches corner 111.
-    f_hi = fr
-    s_hi = step_r
-    f_mid = fg
-    s_mid = step_g
-    f_lo = fb
-    s_lo = step_b
-    if f_mid > f_hi:
-        f_hi, f_mid = f_mid, f_hi
-        s_hi, s_mid = s_mid, s_hi
-    if f_lo > f_mid:
-        f_mid, f_lo = f_lo, f_mid
-        s_mid, s_lo = s_lo, s_mid
-        if f_mid > f_hi:
-            f_hi, f_mid = f_mid, f_hi
-            s_hi, s_mid = s_mid, s_hi
+    # The tetrahedron containing the point walks from corner 000 along the axis with
+    # the largest fraction (o1), then the middle one (o2 = 111 minus the axis with the
+    # smallest fraction), to corner 111.  Ties pick any axis: their weight is 0.
+    f_hi = max(fr, max(fg, fb))
+    f_lo = min(fr, min(fg, fb))
+    f_mid = (fr + fg + fb) - f_hi - f_lo
+    s_hi = step_r if (fr >= fg) & (fr >= fb) else (step_g if fg >= fb else step_b)
+    s_lo = step_b if (fb <= fg) & (fb <= fr) else (step_g if fg <= fr else step_r)
+    o3 = base + (step_r + step_g + step_b)
+    o1 = base + s_hi
+    o2 = o3 - s_lo
 
     w0 = np.float32(1.0) - f_hi
     w1 = f_hi - f_mid
     w2 = f_mid - f_lo
     w3 = f_lo
-    o1 = base + s_hi
-    o2 = o1 + s_mid
-    o3 = base + step_r + step_g + step_b
-
-    c0 = (w0 * lut_flat[base] + w1 * lut_flat[o1]
-          + w2 * lut_flat[o2] + w3 * lut_flat[o3])
-    c1 = (w0 * lut_flat[base + 1] + w1 * lut_flat[o1 + 1]
-          + w2 * lut_flat[o2 + 1] + w3 * lut_flat[o3 + 1])
-    c2 = (w0 * lut_flat[base + 2] + w1 * lut_flat[o1 + 2]
-          + w2 * lut_flat[o2 + 2] + w3 * lut_flat[o3 + 2])
+    c0 = (w0 * lut_flat[_U(base)] + w1 * lut_flat[_U(o1)]
+          + w2 * lut_flat[_U(o2)] + w3 * lut_flat[_U(o3)])
+    c1 = (w0 * lut_flat[_U(base + 1)] + w1 * lut_flat[_U(o1 + 1)]
+          + w2 * lut_flat[_U(o2 + 1)] + w3 * lut_flat[_U(o3 + 1)])
+    c2 = (w0 * lut_flat[_U(base + 2)] + w1 * lut_flat[_U(o1 + 2)]
+          + w2 * lut_flat[_U(o2 + 2)] + w3 * lut_flat[_U(o3 + 2)])
     return c0, c1, c2
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def _tap(src_flat, byte_index, last_offset):
+    """RGB of one pixel packed in a uint32 (R in the low byte)."""
+    # Only the very last pixel of the frame would read one byte past the end: load
+    # one byte earlier there and shift that byte out.
+    offset = min(byte_index, last_offset)
+    return _load_u32_unaligned(src_flat, _U(offset)) >> np.uint32(8 * (byte_index - offset))
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
@@ -120,61 +153,85 @@ def _bilinear(src_flat, width, height, sx, sy):
     ``src_flat`` is the C-contiguous frame flattened to 1-D.  ``sx, sy`` are float32
     source coordinates (pixel centres at integers).  Returns float32 0..255.
     """
-    fx0 = math.floor(sx)
-    fy0 = math.floor(sy)
-    fx = sx - fx0
-    fy = sy - fy0
-    x0 = np.int32(fx0)
-    y0 = np.int32(fy0)
-    x1 = x0 + 1
-    y1 = y0 + 1
-    # Border replicate == clamp both taps to the frame.
+    # Clamping the position to [-1, size] changes nothing (beyond the edge both taps
+    # clamp to the border pixel anyway) but makes int truncation a floor and keeps
+    # the int conversion in range.
+    sx = min(max(sx, np.float32(-1.0)), np.float32(width))
+    sy = min(max(sy, np.float32(-1.0)), np.float32(height))
+    x0 = np.int64(sx + np.float32(1.0)) - 1
+    y0 = np.int64(sy + np.float32(1.0)) - 1
+    fx = sx - np.float32(x0)
+    fy = sy - np.float32(y0)
     xm = width - 1
     ym = height - 1
+    x1 = min(max(x0 + 1, 0), xm)
+    y1 = min(max(y0 + 1, 0), ym)
     x0 = min(max(x0, 0), xm)
-    x1 = min(max(x1, 0), xm)
     y0 = min(max(y0, 0), ym)
-    y1 = min(max(y1, 0), ym)
-    row0 = y0 * (width * 3)
-    row1 = y1 * (width * 3)
-    i00 = row0 + x0 * 3
-    i01 = row0 + x1 * 3
-    i10 = row1 + x0 * 3
-    i11 = row1 + x1 * 3
+    last = height * width * 3 - 4
+    p00 = _tap(src_flat, (y0 * width + x0) * 3, last)
+    p01 = _tap(src_flat, (y0 * width + x1) * 3, last)
+    p10 = _tap(src_flat, (y1 * width + x0) * 3, last)
+    p11 = _tap(src_flat, (y1 * width + x1) * 3, last)
     gx = np.float32(1.0) - fx
     gy = np.float32(1.0) - fy
     w00 = gx * gy
     w01 = fx * gy
     w10 = gx * fy
     w11 = fx * fy
-    v0 = (w00 * np.float32(src_flat[i00]) + w01 * np.float32(src_flat[i01])
-          + w10 * np.float32(src_flat[i10]) + w11 * np.float32(src_flat[i11]))
-    v1 = (w00 * np.float32(src_flat[i00 + 1]) + w01 * np.float32(src_flat[i01 + 1])
-          + w10 * np.float32(src_flat[i10 + 1]) + w11 * np.float32(src_flat[i11 + 1]))
-    v2 = (w00 * np.float32(src_flat[i00 + 2]) + w01 * np.float32(src_flat[i01 + 2])
-          + w10 * np.float32(src_flat[i10 + 2]) + w11 * np.float32(src_flat[i11 + 2]))
+    m = np.uint32(255)
+    s8 = np.uint32(8)
+    s16 = np.uint32(16)
+    v0 = (w00 * np.float32(p00 & m) + w01 * np.float32(p01 & m)
+          + w10 * np.float32(p10 & m) + w11 * np.float32(p11 & m))
+    v1 = (w00 * np.float32((p00 >> s8) & m) + w01 * np.float32((p01 >> s8) & m)
+          + w10 * np.float32((p10 >> s8) & m) + w11 * np.float32((p11 >> s8) & m))
+    v2 = (w00 * np.float32((p00 >> s16) & m) + w01 * np.float32((p01 >> s16) & m)
+          + w10 * np.float32((p10 >> s16) & m) + w11 * np.float32((p11 >> s16) & m))
     return v0, v1, v2
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
-def _to_u8(v):
-    """float32 in 0..255 (may overshoot) -> rounded, clipped uint8."""
-    v = min(max(v, np.float32(0.0)), np.float32(255.0))
-    return np.uint8(np.int32(v + np.float32(0.5)))
+def _store_rgb(out_flat, o, r, g, b):
+    """Clip float32 (already +0.5) to 0..255 and truncate, i.e. round half up."""
+    zero = np.float32(0.0)
+    top = np.float32(255.0)
+    out_flat[_U(o)] = np.uint8(np.int32(min(max(r, zero), top)))
+    out_flat[_U(o + 1)] = np.uint8(np.int32(min(max(g, zero), top)))
+    out_flat[_U(o + 2)] = np.uint8(np.int32(min(max(b, zero), top)))
 
 
 @numba.njit(parallel=True, **_JIT_OPTIONS)
-def _render_core(out_flat, out_h, out_w,
-                 src_a, ha, wa, aff_a, lut_a, na,
-                 src_b, hb, wb, aff_b, lut_b, nb,
-                 use_a, use_b, weight_a, weight_b,
-                 add_r, add_g, add_b):
-    """Jitted fused core; all scalars float32/int, arrays 1-D contiguous.
+def _render_one(out_flat, out_h, out_w, src, h, w, aff, lut, n, weight, add_r, add_g, add_b):
+    """One source: ``out = weight * LUT(warp(src)) + add`` (add includes the +0.5)."""
+    scale = np.float32(n - 1) / np.float32(255.0)
+    a00 = aff[0]
+    a01 = aff[1]
+    a02 = aff[2]
+    a10 = aff[3]
+    a11 = aff[4]
+    a12 = aff[5]
+    for y in prange(out_h):
+        fy = np.float32(y)
+        # The affine is linear: per row the source position starts at (x0, y0) and
+        # advances by (a00, a10) per output pixel.
+        x_start = a01 * fy + a02
+        y_start = a11 * fy + a12
+        row = y * out_w * 3
+        for x in range(out_w):
+            fx = np.float32(x)
+            v0, v1, v2 = _bilinear(src, w, h, a00 * fx + x_start, a10 * fx + y_start)
+            c0, c1, c2 = _tetra(lut, n, v0 * scale, v1 * scale, v2 * scale)
+            _store_rgb(out_flat, row + 3 * x,
+                       weight * c0 + add_r, weight * c1 + add_g, weight * c2 + add_b)
 
-    ``weight_a``/``weight_b`` already include ``(1 - fade) * 255`` and the dissolve
-    weight, ``add_*`` is ``fade * fade_rgb * 255 + 0.5`` (the +0.5 rounds).
-    """
-    # Fold the LUT grid scale into the bilinear result: v (0..255) -> grid units.
+
+@numba.njit(parallel=True, **_JIT_OPTIONS)
+def _render_two(out_flat, out_h, out_w,
+                src_a, ha, wa, aff_a, lut_a, na,
+                src_b, hb, wb, aff_b, lut_b, nb,
+                weight_a, weight_b, add_r, add_g, add_b):
+    """Two sources: ``out = wa * LUT_a(warp_a(a)) + wb * LUT_b(warp_b(b)) + add``."""
     scale_a = np.float32(na - 1) / np.float32(255.0)
     scale_b = np.float32(nb - 1) / np.float32(255.0)
     a00 = aff_a[0]
@@ -189,46 +246,31 @@ def _render_core(out_flat, out_h, out_w,
     b10 = aff_b[3]
     b11 = aff_b[4]
     b12 = aff_b[5]
-    zero = np.float32(0.0)
-    top = np.float32(255.0)
     for y in prange(out_h):
         fy = np.float32(y)
-        # The affine is linear: per row, the source position starts at (ax0, ay0)
-        # and advances by (a00, a10) per output pixel.
-        ax0 = a01 * fy + a02
-        ay0 = a11 * fy + a12
-        bx0 = b01 * fy + b02
-        by0 = b11 * fy + b12
+        ax_start = a01 * fy + a02
+        ay_start = a11 * fy + a12
+        bx_start = b01 * fy + b02
+        by_start = b11 * fy + b12
         row = y * out_w * 3
         for x in range(out_w):
             fx = np.float32(x)
-            r = add_r
-            g = add_g
-            b = add_b
-            if use_a:
-                v0, v1, v2 = _bilinear(src_a, wa, ha, a00 * fx + ax0, a10 * fx + ay0)
-                c0, c1, c2 = _tetra(lut_a, na, v0 * scale_a, v1 * scale_a, v2 * scale_a)
-                r += weight_a * c0
-                g += weight_a * c1
-                b += weight_a * c2
-            if use_b:
-                v0, v1, v2 = _bilinear(src_b, wb, hb, b00 * fx + bx0, b10 * fx + by0)
-                c0, c1, c2 = _tetra(lut_b, nb, v0 * scale_b, v1 * scale_b, v2 * scale_b)
-                r += weight_b * c0
-                g += weight_b * c1
-                b += weight_b * c2
-            o = row + x * 3
-            # +0.5 is already in add_*, so truncation rounds half up.
-            out_flat[o] = np.uint8(np.int32(min(max(r, zero), top)))
-            out_flat[o + 1] = np.uint8(np.int32(min(max(g, zero), top)))
-            out_flat[o + 2] = np.uint8(np.int32(min(max(b, zero), top)))
+            v0, v1, v2 = _bilinear(src_a, wa, ha, a00 * fx + ax_start, a10 * fx + ay_start)
+            c0, c1, c2 = _tetra(lut_a, na, v0 * scale_a, v1 * scale_a, v2 * scale_a)
+            u0, u1, u2 = _bilinear(src_b, wb, hb, b00 * fx + bx_start, b10 * fx + by_start)
+            d0, d1, d2 = _tetra(lut_b, nb, u0 * scale_b, u1 * scale_b, u2 * scale_b)
+            _store_rgb(out_flat, row + 3 * x,
+                       weight_a * c0 + weight_b * d0 + add_r,
+                       weight_a * c1 + weight_b * d1 + add_g,
+                       weight_a * c2 + weight_b * d2 + add_b)
 
 
 @numba.njit(parallel=True, **_JIT_OPTIONS)
 def _lut_apply_core(rgb_flat, out_flat, n_pixels, lut_flat, n):
     scale = np.float32(n - 1) / np.float32(255.0)
     k = np.float32(255.0)
-    # Chunks of pixels keep the parallel loop overhead negligible on small frames.
+    half = np.float32(0.5)
+    # Chunks of pixels keep the parallel overhead negligible on small inputs.
     chunk = 4096
     n_chunks = (n_pixels + chunk - 1) // chunk
     for c in prange(n_chunks):
@@ -237,12 +279,10 @@ def _lut_apply_core(rgb_flat, out_flat, n_pixels, lut_flat, n):
         for p in range(start, stop):
             i = p * 3
             c0, c1, c2 = _tetra(lut_flat, n,
-                                np.float32(rgb_flat[i]) * scale,
-                                np.float32(rgb_flat[i + 1]) * scale,
-                                np.float32(rgb_flat[i + 2]) * scale)
-            out_flat[i] = _to_u8(c0 * k)
-            out_flat[i + 1] = _to_u8(c1 * k)
-            out_flat[i + 2] = _to_u8(c2 * k)
+                                np.float32(rgb_flat[_U(i)]) * scale,
+                                np.float32(rgb_flat[_U(i + 1)]) * scale,
+                                np.float32(rgb_flat[_U(i + 2)]) * scale)
+            _store_rgb(out_flat, i, c0 * k + half, c1 * k + half, c2 * k + half)
 
 
 # --------------------------------------------------------------------------------------
@@ -257,6 +297,9 @@ def _check_frame(name: str, frame) -> np.ndarray:
         raise ValueError(f"{name} must have shape (H, W, 3), got {frame.shape}")
     if frame.shape[0] < 1 or frame.shape[1] < 1:
         raise ValueError(f"{name} must be non-empty, got shape {frame.shape}")
+    if frame.shape[0] * frame.shape[1] == 1:
+        # The kernel reads 4 bytes per tap; a 1x2 copy of a single pixel samples the same.
+        frame = np.repeat(frame, 2, axis=1)
     return np.ascontiguousarray(frame)
 
 
@@ -367,22 +410,28 @@ def render_frame(out: np.ndarray,
         src_b = _check_frame("src_b", src_b)
         aff_b = _check_affine("inv_affine_b", inv_affine_a if inv_affine_b is None else inv_affine_b)
         lut_b = lut_a if lut_b is None else _check_lut("lut_b", lut_b)
-    else:
-        # Same-typed placeholders keep a single compiled signature; never read.
-        src_b, aff_b, lut_b = src_a, aff_a, lut_a
 
     keep = (1.0 - fade_amount) * 255.0
     add = fade_amount * fade * 255.0 + 0.5
 
     target = out if out.flags.c_contiguous else np.empty(out.shape, np.uint8)
-    _render_core(target.reshape(-1), np.int64(out.shape[0]), np.int64(out.shape[1]),
-                 src_a.reshape(-1), np.int64(src_a.shape[0]), np.int64(src_a.shape[1]),
-                 aff_a, lut_a.reshape(-1), np.int64(lut_a.shape[0]),
-                 src_b.reshape(-1), np.int64(src_b.shape[0]), np.int64(src_b.shape[1]),
-                 aff_b, lut_b.reshape(-1), np.int64(lut_b.shape[0]),
-                 use_a, use_b,
-                 np.float32(keep * (1.0 - blend_b)), np.float32(keep * blend_b),
-                 np.float32(add[0]), np.float32(add[1]), np.float32(add[2]))
+    out_flat = target.reshape(-1)
+    oh, ow = np.int64(out.shape[0]), np.int64(out.shape[1])
+    add_r, add_g, add_b = (np.float32(v) for v in add)
+    if use_a and use_b:
+        _render_two(out_flat, oh, ow,
+                    src_a.reshape(-1), np.int64(src_a.shape[0]), np.int64(src_a.shape[1]),
+                    aff_a, lut_a.reshape(-1), np.int64(lut_a.shape[0]),
+                    src_b.reshape(-1), np.int64(src_b.shape[0]), np.int64(src_b.shape[1]),
+                    aff_b, lut_b.reshape(-1), np.int64(lut_b.shape[0]),
+                    np.float32(keep * (1.0 - blend_b)), np.float32(keep * blend_b),
+                    add_r, add_g, add_b)
+    else:
+        src, aff, lut = (src_a, aff_a, lut_a) if use_a else (src_b, aff_b, lut_b)
+        _render_one(out_flat, oh, ow,
+                    src.reshape(-1), np.int64(src.shape[0]), np.int64(src.shape[1]),
+                    aff, lut.reshape(-1), np.int64(lut.shape[0]),
+                    np.float32(keep), add_r, add_g, add_b)
     if target is not out:
         out[...] = target
     return out

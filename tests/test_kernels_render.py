@@ -362,3 +362,15 @@ def test_lut_apply_validation_and_helpers():
     assert lut.shape == (4, 4, 4, 3) and lut.dtype == np.float32
     np.testing.assert_allclose(lut[1, 2, 3], [1 / 3, 2 / 3, 1.0], atol=1e-7)
     assert math.isclose(float(lut[3, 0, 0, 0]), 1.0)
+
+
+def test_tiny_sources_and_outputs():
+    # A 1x1 source is a flat colour whatever the warp; 1-pixel rows/cols are handled.
+    src = np.array([[[10, 200, 30]]], np.uint8)
+    aff = affine_for((7, 5), (1, 1), scale=1.7, rotation_deg=33)
+    out = render_frame(np.zeros((5, 7, 3), np.uint8), src, aff, identity_lut())
+    assert np.array_equal(out, np.broadcast_to(src[0, 0], out.shape))
+    rng = np.random.default_rng(8)
+    col = rng.integers(0, 256, (9, 1, 3), dtype=np.uint8)
+    out = render_frame(np.zeros((9, 1, 3), np.uint8), col, np.eye(2, 3), identity_lut(3))
+    assert np.array_equal(out, col)
