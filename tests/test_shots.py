@@ -93,6 +93,11 @@ def test_chunked_track_identical(cut_clip):
         for a, b in zip(bounds, bounds[1:])
     ]
     chunked = shots.concat_tracks(pieces)
+    # compute_track reuses the previous frame's downscale: same numbers as frame_features
+    for i in (0, 1, 38, 200):
+        single = shots.frame_features(frames[i], frames[i - 1] if i else None)
+        assert single.motion_change == whole.motion_change[i]
+        np.testing.assert_array_equal(single.thumb_lab, whole.thumb_lab[i])
     for name in shots._ARRAY_FIELDS + ("times_s",):
         np.testing.assert_array_equal(getattr(chunked, name), getattr(whole, name), err_msg=name)
     assert shots.detect_transitions(chunked) == shots.detect_transitions(whole)

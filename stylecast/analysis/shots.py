@@ -109,16 +109,25 @@ def frame_features(rgb: np.ndarray, prev_rgb: np.ndarray | None) -> FrameFeature
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected uint8 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
-    height, width = rgb.shape[:2]
-    fine, thumb = _levels(rgb)
+    if prev_rgb is not None and prev_rgb.shape != rgb.shape:
+        raise ValueError(f"prev_rgb shape {prev_rgb.shape} != rgb shape {rgb.shape}")
+    levels = _levels(rgb)
+    return _features_from_levels(rgb, levels, None if prev_rgb is None else _levels(prev_rgb))
 
-    if prev_rgb is None:
+
+def _features_from_levels(
+    rgb: np.ndarray,
+    levels: tuple[np.ndarray, np.ndarray],
+    prev_levels: tuple[np.ndarray, np.ndarray] | None,
+) -> FrameFeatures:
+    """:func:`frame_features` given the downscaled LAB levels (reused across consecutive frames)."""
+    height, width = rgb.shape[:2]
+    fine, thumb = levels
+    if prev_levels is None:
         content_change = motion_change = 0.0
         shift = np.zeros(2, np.float32)
     else:
-        if prev_rgb.shape != rgb.shape:
-            raise ValueError(f"prev_rgb shape {prev_rgb.shape} != rgb shape {rgb.shape}")
-        prev_fine, prev_thumb = _levels(prev_rgb)
+        prev_fine, prev_thumb = prev_levels
         content_change = float(np.abs(fine - prev_fine).mean())
         motion_change, dx, dy = motion_compensated_diff(fine, prev_fine, thumb, prev_thumb, _COARSE_RADIUS)
         # The kernel's shift maps cur -> prev; content motion is its negation, scaled to analysis px.
@@ -236,10 +245,19 @@ def compute_track(
     start_frame : index of ``frames[0]`` in the video, only used for default times.
     """
     feats = []
-    prev = prev_rgb
+    prev_levels = None if prev_rgb is None else _levels(np.asarray(prev_rgb))
+    prev_shape = None if prev_rgb is None else np.asarray(prev_rgb).shape
     for frame in frames:
-        feats.append(frame_features(frame, prev))
-        prev = frame
+        frame = np.asarray(frame)
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise ValueError(f"expected uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
+        if prev_shape is not None and prev_shape != frame.shape:
+            raise ValueError(f"frame shape {frame.shape} != previous frame shape {prev_shape}")
+        prev_shape = frame.shape
+        # same numbers as frame_features(frame, previous frame), without re-downscaling the previous
+        levels = _levels(frame)
+        feats.append(_features_from_levels(frame, levels, prev_levels))
+        prev_levels = levels
     if times_s is None:
         times_s = (start_frame + np.arange(len(feats))) / float(fps)
     return stack_features(feats, times_s, fps)
@@ -309,27 +327,49 @@ class HardCutDetector:
     Parameters
     ----------
     min_change : float, LAB mean abs difference units.
+    max_shift_jump : float, fraction of the frame width; see :meth:`scores`.
     adaptive_ratio : float, required spike factor over the local mean.
     min_margin : float, LAB units added to the adaptive threshold (stabilises still scenes).
     window_frames : int, frames on each side used for the local mean.
     """
 
     min_change: float = 5.0
+    max_shift_jump: float = 0.025
     adaptive_ratio: float = 2.5
     min_margin: float = 2.0
     window_frames: int = 3
 
-    def scores(self, track: FeatureTrack) -> tuple[np.ndarray, np.ndarray]:
-        """(change score, local mean of neighbours) per frame."""
-        s = track.motion_change.astype(np.float64)
+    def _local_mean(self, s: np.ndarray) -> np.ndarray:
+        """Mean of the ``window_frames`` values on each side (edges padded)."""
         n = s.shape[0]
         w = self.window_frames
         padded = np.pad(s, w, mode="edge")
         csum = np.concatenate([[0.0], np.cumsum(padded)])
-        # sum over [i - w, i + w] minus the centre
-        total = csum[2 * w + 1 : 2 * w + 1 + n] - csum[:n]
-        local = (total - s) / (2 * w)
-        return s, local
+        total = csum[2 * w + 1 : 2 * w + 1 + n] - csum[:n]  # sum over [i - w, i + w]
+        return (total - s) / (2 * w)
+
+    def scores(self, track: FeatureTrack) -> tuple[np.ndarray, np.ndarray]:
+        """(change score, local mean of the neighbours' scores) per frame.
+
+        The score is ``motion_change``, except where the best-match translation is an isolated
+        jump (differs by more than ``max_shift_jump`` x width from BOTH neighbours' translations):
+        a camera cannot jerk for one frame only, so the match is a coincidence between two
+        framings of the same scene and the plain ``content_change`` is used instead (compared
+        with the neighbours' plain change).
+        """
+        mc = track.motion_change.astype(np.float64)
+        cc = track.content_change.astype(np.float64)
+        shift = track.shift_px.astype(np.float64)
+        limit = self.max_shift_jump * track.frame_size[1]
+        jump = np.zeros(mc.shape[0] + 1)
+        if mc.shape[0] > 1:
+            jump[1:-1] = np.hypot(*(shift[1:] - shift[:-1]).T)  # jump[i] = |shift[i] - shift[i-1]|
+        jump[1] = 0.0  # frame 0 has no translation of its own (no predecessor)
+        jump[-1] = np.inf
+        isolated = (jump[:-1] > limit) & (jump[1:] > limit)
+        score = np.where(isolated, cc, mc)
+        local = np.where(isolated, self._local_mean(cc), self._local_mean(mc))
+        return score, local
 
     def detect(self, track: FeatureTrack, min_shot_s: float = 0.25) -> list[Transition]:
         s, local = self.scores(track)
@@ -459,20 +499,25 @@ class DissolveDetector:
     min_end_diff: float = 6.0
     max_residual: float = 0.4
     max_variance_ratio: float = 0.8
+    min_block_change: float = 0.25
+    min_changed_blocks: float = 0.8
     max_alpha_step: float = 0.4
     min_mixed_frames: int = 4
     min_motion_ratio: float = 0.5
 
     def detect(self, track: FeatureTrack) -> list[Transition]:
         n = track.n_frames
-        # 24x14 is plenty for the linear-mix test and keeps it cheap.
-        thumbs = track.thumb_lab.astype(np.float32)
-        small = 0.25 * (thumbs[:, 0:26:2, 0::2] + thumbs[:, 1:27:2, 0::2] + thumbs[:, 0:26:2, 1::2] + thumbs[:, 1:27:2, 1::2])
-        flat = small.reshape(n, -1)
+        thumbs = _active_thumbs(track)
+        th, tw = thumbs.shape[1:3]
+        # half resolution (~24x14) is plenty for the linear-mix test and keeps it cheap
+        even = thumbs[:, : th - th % 2, : tw - tw % 2]
+        small = 0.25 * (even[:, 0::2, 0::2] + even[:, 1::2, 0::2] + even[:, 0::2, 1::2] + even[:, 1::2, 1::2])
+        flat = np.ascontiguousarray(small.reshape(n, -1))
         # spatial variance (summed over L, a, b) of each thumbnail: the blend of two unrelated
         # pictures has about half the variance of either, a moving camera keeps it
         variance = thumbs.reshape(n, -1, 3).var(axis=1).sum(axis=1)
-        dim = flat.shape[1]
+        row_blocks = np.array_split(np.arange(small.shape[1]), 3)
+        col_blocks = np.array_split(np.arange(small.shape[2]), 4)
         cands: list[tuple] = []  # (incomplete, -score, start, end, middle, score)
         for h in self.half_windows:
             if 2 * h + 1 > n:
@@ -502,6 +547,11 @@ class DissolveDetector:
                 mc = float(track.motion_change[mixed_frames].mean())
                 cc = float(track.content_change[mixed_frames].mean())
                 if mc < self.min_motion_ratio * cc:
+                    continue
+                # the change must cover the frame (moving objects over a still background don't)
+                block_diff = np.abs(small[c + h] - small[c - h]).mean(axis=-1)
+                blocks = np.array([[block_diff[np.ix_(r, q)].mean() for q in col_blocks] for r in row_blocks])
+                if np.mean(blocks >= self.min_block_change * diff_ab) < self.min_changed_blocks:
                     continue
                 central = (alpha > 0.3) & (alpha < 0.7)
                 if not central.any():
@@ -538,6 +588,19 @@ class DissolveDetector:
                 start, end, middle = _ramp_extent(alpha, idx, start, end, middle)
             result.append(_make_transition(track, "dissolve", start, end, middle, score))
         return result
+
+
+def _active_thumbs(track: FeatureTrack) -> np.ndarray:
+    """float32 thumbnails cropped to the picture inside letterbox/pillarbox bars."""
+    thumbs = track.thumb_lab.astype(np.float32)
+    height, width = track.frame_size
+    th, tw = thumbs.shape[1:3]
+    top, bottom, left, right = detect_letterbox(track)
+    r0, r1 = int(np.ceil(top * th / height)), th - int(np.ceil(bottom * th / height))
+    c0, c1 = int(np.ceil(left * tw / width)), tw - int(np.ceil(right * tw / width))
+    if r1 - r0 < 6 or c1 - c0 < 8:
+        return thumbs
+    return np.ascontiguousarray(thumbs[:, r0:r1, c0:c1])
 
 
 def _ramp_extent(alpha: np.ndarray, idx: np.ndarray, *fallback: int) -> tuple[int, int, int]:
