@@ -196,7 +196,9 @@ _DTYPES = {
 }
 
 
-def stack_features(features: Sequence[FrameFeatures], times_s: Sequence[float] | np.ndarray, fps: float) -> FeatureTrack:
+def stack_features(
+    features: Sequence[FrameFeatures], times_s: Sequence[float] | np.ndarray, fps: float
+) -> FeatureTrack:
     """Stack per-frame records (in display order) into a :class:`FeatureTrack`.
 
     Parameters
@@ -306,7 +308,9 @@ def _time_of(track: FeatureTrack, frame: int) -> float:
     return float(track.times_s[min(max(frame, 0), track.n_frames - 1)])
 
 
-def _make_transition(track: FeatureTrack, kind: str, start: int, end: int, frame: int, score: float) -> Transition:
+def _make_transition(
+    track: FeatureTrack, kind: str, start: int, end: int, frame: int, score: float
+) -> Transition:
     duration = 0.0 if kind == "cut" else (end - start + 1) / float(track.fps)
     return Transition(
         frame=int(frame), time_s=_time_of(track, frame), kind=kind, start_frame=int(start),
@@ -318,9 +322,9 @@ def _make_transition(track: FeatureTrack, kind: str, start: int, end: int, frame
 class HardCutDetector:
     """Hard cuts from the motion-compensated change score (PySceneDetect AdaptiveDetector style).
 
-    Rule: frame ``i`` starts a new shot when ``motion_change[i] >= min_change`` AND
-    ``motion_change[i] >= adaptive_ratio * (mean motion_change of the window_frames frames on each
-    side) + min_margin``. The motion compensation removes pans/shake; the adaptive ratio removes
+    Rule: frame ``i`` starts a new shot when its score (``motion_change[i]``, see :meth:`scores`)
+    is >= ``min_change`` AND >= ``adaptive_ratio`` x (mean score of the ``window_frames`` frames on
+    each side) + ``min_margin``. The motion compensation removes pans/shake; the adaptive ratio removes
     sustained change (zooms, rotations, moving objects, fades, dissolves), which has no isolated
     spike. Cuts closer than ``min_shot_s`` keep the stronger one.
 
@@ -397,12 +401,13 @@ class FadeDetector:
     """Fades to/from black and white.
 
     Rule: a *hold* is a run of frames whose thumbnail is uniformly black (95th percentile
-    L <= ``black_l``) or uniformly white (5th percentile L >= ``white_l``). From a hold the
-    detector walks backwards over the fade-out (mean L moving towards the hold by
-    ``min_step_l``..``max_step_l`` per frame) and forwards over the fade-in (away from it). If the ramps
-    together change mean L by at least ``min_ramp_l`` the hold plus ramps is ONE ``fade``
-    transition (fade-out + fade-in through black is one transition; so is a cut to black followed by
-    a fade-in); its middle frame is the middle of the darkest (brightest) part of the hold. Overlapping fades (e.g. black -> white -> black ramps) are split half-way.
+    L <= ``black_l``) or uniformly white (5th percentile L >= ``white_l``). From a hold the detector
+    walks back over the fade-out (mean L heading towards the hold by ``min_step_l``..``max_step_l``
+    per frame; a bigger jump is a cut, left to the cut detector) and forward over the fade-in. If
+    the ramps have ``min_ramp_frames`` frames and change mean L by ``min_ramp_l`` in total, hold +
+    ramps are ONE ``fade`` transition: a fade-out + fade-in pair, or a fade on one side and a cut
+    on the other. Its middle frame is the centre of the darkest (brightest) part of the hold.
+    Fades that share a ramp (black -> white -> black) are split half-way.
 
     Parameters
     ----------
@@ -425,6 +430,10 @@ class FadeDetector:
     hold_tolerance_l: float = 1.0
     max_ramp_s: float = 4.0
 
+    def _fading(self, far_l: float, near_l: float, towards: float) -> bool:
+        """Is the step from ``far_l`` (further from the hold) to ``near_l`` a fading step?"""
+        return self.min_step_l <= towards * (near_l - far_l) <= self.max_step_l
+
     def detect(self, track: FeatureTrack) -> list[Transition]:
         n = track.n_frames
         mean_l, p05, p95 = _thumb_stats(track)
@@ -443,10 +452,10 @@ class FadeDetector:
                 # fade-out: going back in time, L moves AWAY from the hold level, gradually (a jump
                 # larger than max_step_l is a cut to black/white, left to the cut detector)
                 s = h0
-                while s - 1 >= 0 and h0 - (s - 1) <= max_ramp and self.min_step_l <= towards * (mean_l[s] - mean_l[s - 1]) <= self.max_step_l:
+                while s - 1 >= 0 and h0 - (s - 1) <= max_ramp and self._fading(mean_l[s - 1], mean_l[s], towards):
                     s -= 1
                 e = h1
-                while e + 1 < n and (e + 1) - h1 <= max_ramp and self.min_step_l <= towards * (mean_l[e] - mean_l[e + 1]) <= self.max_step_l:
+                while e + 1 < n and (e + 1) - h1 <= max_ramp and self._fading(mean_l[e + 1], mean_l[e], towards):
                     e += 1
                 ramp = abs(mean_l[s] - mean_l[h0]) + abs(mean_l[e] - mean_l[h1])
                 if ramp >= self.min_ramp_l and (h0 - s) + (e - h1) >= self.min_ramp_frames:
@@ -471,28 +480,34 @@ class FadeDetector:
 class DissolveDetector:
     """Cross-fades between two different shots.
 
-    Rule: for windows ``[c - h, c + h]`` (h in ``half_windows``) whose end thumbnails A, B differ
-    by at least ``min_end_diff`` (mean |LAB|), every frame k is projected onto the line A -> B:
-    ``alpha_k = <T_k - A, B - A> / |B - A|^2``. A dissolve makes the frames lie ON that line
-    (mean residual / |A - B| <= ``max_residual``) with alpha rising monotonically and gradually
-    (no single step > ``max_alpha_step`` -- a hard cut jumps 0 -> 1; at least ``min_mixed_frames``
-    frames with 0.1 < alpha < 0.9). The frame-to-frame change must also not be explained by a
-    translation: mean ``motion_change`` over the mixed frames >= ``min_motion_ratio`` x mean
-    ``content_change`` (pans give ~0). Pans, zooms and rotations leave the line (the average of two
-    displaced textures is a blur that no middle frame resembles). Overlapping candidates keep the
-    highest ``|A - B| x (1 - residual / max_residual)``. Finally the blend must show the variance
-    dip of mixing two unrelated pictures: the thumbnails' spatial variance at 0.3 < alpha < 0.7 is
-    <= ``max_variance_ratio`` x the alpha-interpolated variance of A and B (~0.5 for a true
-    cross-fade, ~1 for camera motion -- the decisive test against slow zooms, whose low-resolution
-    frames ARE nearly linear mixes of their neighbours). The transition spans the frames with 0.05 < alpha < 0.95; its middle is where
-    alpha crosses 0.5.
+    Rule: a window ``[c - h, c + h]`` (h in ``half_windows``) whose end thumbnails A, B differ by
+    >= ``min_end_diff`` (mean |LAB|) holds a dissolve when ALL of:
+
+    1. linear mix: each frame's projection ``alpha_k = <T_k - A, B - A> / |B - A|^2`` leaves a
+       mean residual <= ``max_residual`` x |A - B|;
+    2. gradual: alpha never steps up by > ``max_alpha_step`` (a cut jumps 0 -> 1) nor down by
+       > 0.15, and >= ``min_mixed_frames`` frames have 0.1 < alpha < 0.9;
+    3. not a translation: mean ``motion_change`` >= ``min_motion_ratio`` x mean
+       ``content_change`` over the mixed frames (pans give ~0.1);
+    4. global: >= ``min_changed_blocks`` of a 4x3 block grid change by >= ``min_block_change`` x
+       |A - B| (moving objects over a still background do not);
+    5. variance dip: the thumbnails' spatial variance at 0.3 < alpha < 0.7 is <=
+       ``max_variance_ratio`` x the alpha-interpolated variance of A and B. Blending two unrelated
+       pictures halves it; camera motion keeps it. This is the decisive test against slow zooms
+       and rotations, whose low-resolution frames ARE nearly linear mixes of their neighbours.
+
+    Thumbnails are cropped to the picture inside letterbox bars first. Overlapping candidates keep
+    windows that contain the whole ramp, then the highest ``|A - B| x (1 - residual /
+    max_residual)``. The kept ramp is re-fitted on its tightest window; the transition spans the
+    frames with 0.05 < alpha < 0.95 and its middle is where a line fitted to alpha crosses 0.5.
 
     Parameters
     ----------
     half_windows : half window lengths in frames.
     min_end_diff : float, LAB mean-abs units.
     max_residual : float, relative residual (dimensionless).
-    max_alpha_step, min_mixed_frames, min_motion_ratio, max_variance_ratio : see rule.
+    max_alpha_step, min_mixed_frames, min_motion_ratio, min_block_change, min_changed_blocks,
+    max_variance_ratio : see the rule.
     """
 
     half_windows: tuple[int, ...] = (4, 6, 9, 13, 18, 25)
@@ -675,9 +690,10 @@ def shots_from_transitions(
         times = np.append(times, times[-1] + step if times.shape[0] else 0.0)
     else:
         times = np.arange(n_frames + 1) / float(fps)
-    bounds = sorted(
-        {t.frame for t in transitions if 0 < t.frame < n_frames and t.start_frame > 0 and t.end_frame < n_frames - 1}
-    )
+    bounds = sorted({
+        t.frame for t in transitions
+        if 0 < t.frame < n_frames and t.start_frame > 0 and t.end_frame < n_frames - 1
+    })
     edges = [0, *bounds, n_frames]
     return [
         Shot(start_frame=s, end_frame=e, start_s=float(times[s]), end_s=float(times[e]))
