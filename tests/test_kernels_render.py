@@ -333,6 +333,8 @@ def _ok_args():
     (dict(src_a=np.zeros((0, 8, 3), np.uint8)), "src_a must be non-empty"),
     (dict(inv_affine_a=np.eye(3)), r"inv_affine_a must have shape \(2, 3\)"),
     (dict(inv_affine_a=[[1, 0, np.nan], [0, 1, 0]]), "inv_affine_a must be finite"),
+    (dict(inv_affine_a=[[1e9, 0, 0], [0, 1, 0]]), "inv_affine_a entries must be within"),
+    (dict(lut_a=np.full((2, 2, 2, 3), np.nan, np.float32)), "lut_a must be finite"),
     (dict(lut_a=np.zeros((4, 4, 3, 3), np.float32)), r"lut_a must have shape \(N, N, N, 3\)"),
     (dict(lut_a=np.zeros((1, 1, 1, 3), np.float32)), "N >= 2"),
     (dict(lut_a=np.zeros((2, 2, 2, 3), np.uint8)), "lut_a must be a float array"),
