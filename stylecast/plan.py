@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kernels.render import affine_for
 from stylecast.analyze import VideoAnalysis
-from stylecast.color import ColorTransfer, fit_transfer
+from stylecast.color import ColorTransfer, apply_transfer_lab, fit_transfer, merge_stats
 from stylecast.options import Options
 from stylecast.style import MotionParams, StyleJSON
 from stylecast.synth_video import shake_offsets
@@ -229,14 +229,73 @@ def output_spec(source: VideoAnalysis, style: StyleJSON | None, options: Options
                       letterbox_px=letterbox)
 
 
-def _color_transfers(source: VideoAnalysis, style: StyleJSON | None, options: Options) -> list[ColorTransfer | None]:
-    """One transfer per source shot, fitted from that shot's pixels to the template's look."""
+def _shot_transport(cost: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Optimal transport plan between source shots (mass ``a``) and template shots (mass ``b``)."""
+    from scipy.optimize import linprog
+
+    n, m = cost.shape
+    a = a / a.sum()
+    b = b / b.sum()
+    rows = np.zeros((n, n * m))
+    cols = np.zeros((m, n * m))
+    for i in range(n):
+        rows[i, i * m:(i + 1) * m] = 1.0
+    for j in range(m):
+        cols[j, j::m] = 1.0
+    res = linprog(cost.ravel(), A_eq=np.vstack([rows, cols])[:-1], b_eq=np.concatenate([a, b])[:-1],
+                  bounds=(0, None), method="highs")
+    if not res.success:
+        return np.outer(a, b)
+    return np.maximum(res.x.reshape(n, m), 0.0)
+
+
+def _color_targets(source: VideoAnalysis, style: StyleJSON, screen_time: list[float]) -> list:
+    """Per source shot, the part of the template's look it should take on.
+
+    A grade treats similar content alike, so a forest shot should look like the template's forest shots,
+    not like the template's average; and the whole output should carry the template's whole palette.
+    Both hold with an optimal transport between shots: the template's overall look is first mapped onto
+    the whole source (one global transfer) so that shots can be compared through it; then the template
+    shots' screen time is distributed over the source shots (by screen time), moving as little "colour
+    distance" as possible.  Each source shot's target is the mixture of template shots sent to it.
+    """
+    shot_stats = [t for t in (style.color.shots or []) if t.n_pixels > 0]
+    usable = [i for i, s in enumerate(source.shots) if s.pixels.shape[0] >= 16]
+    if len(shot_stats) < 2 or not usable:
+        return [style.color.template] * len(source.shots)
+    pooled = np.concatenate([source.shots[i].pixels for i in usable])
+    pooled = pooled[:: max(1, pooled.shape[0] // 60000)]
+    global_fit = fit_transfer(pooled, style.color.template)
+    t_quant = np.stack([t.quantile_array() for t in shot_stats])  # (m, 3, K)
+    levels = np.asarray(shot_stats[0].quantile_levels)
+    cost = np.empty((len(usable), len(shot_stats)))
+    for row, i in enumerate(usable):
+        seen = apply_transfer_lab(global_fit, source.shots[i].pixels)
+        q = np.quantile(seen, levels, axis=0).T  # (3, K)
+        cost[row] = np.abs(t_quant - q[None]).mean(axis=(1, 2))  # ≈ mean per-channel W1 distance
+    a = np.array([max(screen_time[i], 1e-3) for i in usable])
+    b = np.array([t.n_pixels for t in shot_stats], np.float64)
+    transport = _shot_transport(cost, a, b)
+    targets = [style.color.template] * len(source.shots)
+    for row, i in enumerate(usable):
+        w = transport[row]
+        parts = [t.model_copy(update={"n_pixels": max(1, int(round(1e6 * wj / w.sum())))})
+                 for t, wj in zip(shot_stats, w) if wj > 1e-6 * w.sum()]
+        targets[i] = merge_stats(parts) if parts else style.color.template
+    return targets
+
+
+def _color_transfers(source: VideoAnalysis, style: StyleJSON | None, options: Options,
+                     screen_time: list[float]) -> list[ColorTransfer | None]:
+    """One transfer per source shot, fitted from that shot's pixels to its part of the template's look.
+
+    screen_time: seconds each source shot is shown in the output."""
     t = options.transfer
     if style is None or style.color is None or not (t.color or t.tone) or options.strength == 0:
         return [None] * len(source.shots)
-    target = style.color.template
+    targets = _color_targets(source, style, screen_time)
     out = []
-    for shot in source.shots:
+    for shot, target in zip(source.shots, targets):
         if shot.pixels.shape[0] < 16:
             out.append(None)
             continue
@@ -273,6 +332,27 @@ def _template_lengths(style: StyleJSON) -> list[float]:
     return [max(MIN_SEGMENT_S, float(x)) for x in lengths]
 
 
+BEAT_SNAP_TOLERANCE = 0.15  # a cut moves to a beat only if that changes the shot length by at most 15%
+
+
+def _snap_to_beat(beats: np.ndarray, start: float, length: float, end_limit: float) -> float:
+    """Length that ends the piece on a beat (else a half-beat) of the audio playing then, if one is near.
+
+    The output audio is the source audio cut with the picture, so the beat heard at the cut is the source's
+    own beat inside this piece.  Shot lengths stay within BEAT_SNAP_TOLERANCE of the template's, so the
+    rhythm of the cuts is kept even when the music's tempo differs from the template's.
+    """
+    want = start + length
+    halves = (beats[:-1] + beats[1:]) / 2.0 if beats.size > 1 else np.zeros(0)
+    for grid in (beats, halves):
+        cand = grid[(grid > start + MIN_SEGMENT_S) & (grid <= end_limit + 1e-9)]
+        if cand.size:
+            best = float(cand[np.argmin(np.abs(cand - want))])
+            if abs(best - want) <= BEAT_SNAP_TOLERANCE * length:
+                return best - start
+    return length
+
+
 def _recut(source: VideoAnalysis, style: StyleJSON, duration: float, seed: int) -> list[tuple[int, float, float]]:
     """Choose (shot, src_start, length) pieces following the template's shot lengths.
 
@@ -281,6 +361,7 @@ def _recut(source: VideoAnalysis, style: StyleJSON, duration: float, seed: int) 
     """
     targets = _template_lengths(style)
     beats = _source_beats(source) if style.pacing.cuts_on_beat else np.zeros(0)
+    period = float(np.median(np.diff(beats))) if beats.size > 1 else 0.0
     shots = [(s.start_s, s.end_s) for s in source.shots]
     cursor = [a for a, _ in shots]
     used = [0.0] * len(shots)
@@ -297,16 +378,18 @@ def _recut(source: VideoAnalysis, style: StyleJSON, duration: float, seed: int) 
         start = cursor[i]
         if i == prev:
             start += 0.5 * target  # a jump within one shot, so the cut shows
-            if shots[i][1] - start < MIN_SEGMENT_S:
-                break
+        if beats.size:
+            # Start on a beat too, so that a piece of n template beats ends on a beat of its own music.
+            ahead = beats[(beats >= start - 1e-9) & (beats <= start + 0.5 * period)]
+            if ahead.size:
+                start = float(ahead[0])
+        if shots[i][1] - start < MIN_SEGMENT_S:
+            cursor[i] = shots[i][1]
+            continue
         end_limit = shots[i][1]
         length = min(target, end_limit - start)
         if beats.size:
-            # Cut on a beat of the audio playing at that moment: the source's own beat inside this piece.
-            lo, hi = start + 0.6 * length, min(end_limit, start + 1.5 * length)
-            cand = beats[(beats > lo) & (beats <= hi)]
-            if cand.size:
-                length = float(cand[np.argmin(np.abs(cand - (start + length)))] - start)
+            length = _snap_to_beat(beats, start, length, end_limit)
         if duration - total - length < MIN_SEGMENT_S:
             length = min(end_limit - start, duration - total)
         pieces.append((i, start, length))
@@ -406,7 +489,6 @@ def build_plan(
     fps = out.fps
     src_size = decode_size or (p.display_width, p.display_height)
     limit = min(p.duration_s, options.max_duration_s or math.inf)
-    transfers = _color_transfers(source, style, options)
 
     use_pacing = options.transfer.pacing and style is not None and style.pacing is not None
     if use_pacing and len(style.pacing.shot_lengths_s) >= 2:
@@ -432,6 +514,10 @@ def build_plan(
     starts = [bounds[i] for i in keep]
     ends = [bounds[i + 1] for i in keep]
     lengths = [(e - s) / fps for s, e in zip(starts, ends)]
+    screen_time = [0.0] * len(source.shots)
+    for (shot_i, _, _), length in zip(pieces, lengths):
+        screen_time[shot_i] += length
+    transfers = _color_transfers(source, style, options, screen_time)
     effects = _motion_effects(style, options, lengths)
     transitions = _transitions(style, options, [e - s for s, e in zip(starts, ends)], fps)
 

@@ -16,7 +16,7 @@ from kernels.render import identity_lut, render_frame
 from stylecast.color import transfer_lut
 from stylecast.errors import CancelledError, MediaError
 from stylecast.media.decode import DecodedFrame, fit_size, iter_frames, read_audio
-from stylecast.media.encode import AUDIO_RATE, SegmentEncoder, join_segments
+from stylecast.media.encode import AUDIO_RATE, SegmentEncoder, gop_frames, join_segments
 from stylecast.media.probe import ProbeInfo, probe
 from stylecast.plan import Layer, RenderPlan, frame_recipe, layer_affine
 
@@ -105,10 +105,21 @@ def render_range(
                 source_path, layer.src_time_s - 1.0 / plan.source_fps, info, size, threads)
         return cur.frame_at(layer.src_time_s)
 
-    encoder = SegmentEncoder(out_path, out.width, out.height, out.fps, crf=out.crf, preset=out.preset,
-                             threads=threads)
+    # Each GOP gets a fresh encoder: x264 carries rate-control state from frame to frame, so a GOP encoded
+    # after other GOPs would differ from the same GOP encoded first in a chunk.  Fresh encoders make the
+    # joined stream identical however the render is split into chunks (all chunks start on GOP bounds).
+    out_path = Path(out_path)
+    gop = gop_frames(out.fps)
+    gop_paths: list[Path] = []
+    encoder: SegmentEncoder | None = None
     try:
         for n in range(n0, n1):
+            if encoder is None or n % gop == 0:
+                if encoder is not None:
+                    encoder.close()
+                gop_paths.append(out_path.with_name(f".{out_path.stem}.g{n:07d}.mp4"))
+                encoder = SegmentEncoder(gop_paths[-1], out.width, out.height, out.fps, crf=out.crf,
+                                         preset=out.preset, threads=threads)
             if should_stop is not None and should_stop():
                 raise CancelledError("cancelled")
             recipe = frame_recipe(plan, n)
@@ -138,13 +149,19 @@ def render_range(
                 cursors.pop(k).close()
             if on_frame is not None:
                 on_frame(n)
-        encoder.close()
+        if encoder is not None:
+            encoder.close()
+            encoder = None
+        join_segments(gop_paths, out_path)
     except BaseException:
-        encoder.abort()
+        if encoder is not None:
+            encoder.abort()
         raise
     finally:
         for cur in cursors.values():
             cur.close()
+        for p in gop_paths:
+            p.unlink(missing_ok=True)
     return RangeResult(str(out_path), n0, n1, n1 - n0)
 
 
@@ -178,19 +195,52 @@ def render_audio(plan: RenderPlan, source_path: str | None = None, info: ProbeIn
         d0, d1 = max(0, a0), min(n_total, a0 + length)
         if d1 > d0:
             out[:, d0:d1] += (chunk * ramp)[:, d0 - a0: d1 - a0]
-    if plan.audio.gain_db:
-        out *= np.float32(10.0 ** (plan.audio.gain_db / 20.0))
-    peak = float(np.abs(out).max(initial=0.0))
-    if peak > 0.999:
-        out *= np.float32(0.999 / peak)  # a loudness gain must not clip; a true-peak limiter would be gentler
+    return _apply_loudness(out, sr, plan.audio.gain_db)
+
+
+def _peak_limit(x: np.ndarray, sr: int, ceiling: float = 0.98, window_s: float = 0.005) -> np.ndarray:
+    """Look-ahead peak limiter: the gain at each sample is at most ceiling/peak over ±window, smoothed.
+
+    The gain is a moving minimum followed by a moving average of the same width, so it never exceeds what
+    any sample under it allows (no overshoot) and changes smoothly (no clicks).
+    """
+    from scipy.ndimage import minimum_filter1d, uniform_filter1d
+
+    peak = np.abs(x).max(axis=0)
+    if peak.size == 0 or float(peak.max()) <= ceiling:
+        return x
+    need = np.minimum(1.0, ceiling / np.maximum(peak, 1e-12))
+    width = 2 * int(window_s * sr) + 1
+    gain = uniform_filter1d(minimum_filter1d(need, size=width, mode="nearest"), size=width, mode="nearest")
+    return (x * gain[None, :]).astype(np.float32)
+
+
+def _apply_loudness(audio: np.ndarray, sr: int, gain_db: float) -> np.ndarray:
+    """Apply a loudness gain without clipping: limit peaks, then make up what the limiter took away."""
+    from stylecast.analysis.audio import integrated_loudness
+
+    if not gain_db:
+        return _peak_limit(audio, sr)
+    before = integrated_loudness(audio, sr)
+    out = _peak_limit(audio * np.float32(10.0 ** (gain_db / 20.0)), sr)
+    if before is None:
+        return out
+    target = before + gain_db
+    for _ in range(3):
+        now = integrated_loudness(out, sr)
+        if now is None or abs(target - now) < 0.1:
+            break
+        out = _peak_limit(out * np.float32(10.0 ** ((target - now) / 20.0)), sr)
     return out
 
 
 def output_ranges(plan: RenderPlan, chunk_seconds: float | None) -> list[tuple[int, int]]:
+    """Output frame ranges for chunked rendering: whole GOPs, so the joined result does not depend on the split."""
     n = plan.output.frame_count
     if not chunk_seconds:
         return [(0, n)]
-    step = max(1, int(round(chunk_seconds * plan.output.fps)))
+    gop = gop_frames(plan.output.fps)
+    step = max(1, int(round(chunk_seconds * plan.output.fps / gop))) * gop
     return [(a, min(n, a + step)) for a in range(0, n, step)]
 
 

@@ -30,6 +30,8 @@ class ShotSpec:
     shake_amp: float = 0.0
     shake_hz: float = 0.0
     n_objects: int = 2
+    t0: float = 0.0  # start time within the take: the same location and move, filmed later
+
 
 
 @dataclass
@@ -59,7 +61,8 @@ class ClipTruth:
 
 
 def _canvas_for(spec: ShotSpec, fps: float, width: int, height: int) -> np.ndarray:
-    seconds = spec.frames / fps
+    # The canvas (the "location") must not depend on how much of the take is filmed: size it for at least 6 s.
+    seconds = max(spec.t0 + spec.frames / fps, 6.0)
     # Room for the whole camera path (pan distance, zoom-out, rotation and shake) plus a margin.
     travel_x = abs(spec.pan_x) * width * seconds
     travel_y = abs(spec.pan_y) * height * seconds
@@ -74,7 +77,8 @@ def render_shot(spec: ShotSpec, fps: float, width: int, height: int) -> np.ndarr
     canvas = _canvas_for(spec, fps, width, height)
     return camera_shot(canvas, spec.frames, width, height, fps, pan_x=spec.pan_x, pan_y=spec.pan_y,
                        zoom_rate=spec.zoom_rate, rotate_deg_s=spec.rotate_deg_s, shake_amp=spec.shake_amp,
-                       shake_hz=spec.shake_hz, n_objects=spec.n_objects, seed=spec.seed)
+                       shake_hz=spec.shake_hz, n_objects=spec.n_objects, seed=spec.seed,
+                       t0=spec.t0)
 
 
 def compose(shots: Sequence[ShotSpec], edits: Sequence[EditSpec] | None, fps: float, width: int, height: int,
@@ -151,6 +155,7 @@ def make_clip(
     height: int = 180,
     grade: Callable[[np.ndarray], np.ndarray] | None = None,
     bpm: float | None = None,
+    beat_offset_s: float = 0.0,
     audio_level_dbfs: float = -16.0,
     letterbox: float = 0.0,
     crf: int = 16,
@@ -165,7 +170,8 @@ def make_clip(
         frames[:, height - bar:] = 0
     audio, beats = None, []
     if bpm:
-        audio, beat_times = drum_track(bpm, len(frames) / fps, 48000, seed=int(bpm), level_dbfs=audio_level_dbfs)
+        audio, beat_times = drum_track(bpm, len(frames) / fps, 48000, seed=int(bpm), level_dbfs=audio_level_dbfs,
+                                       first_beat_s=beat_offset_s)
         beats = [float(b) for b in beat_times]
     write_frames(path, frames, fps, audio=audio, crf=crf)
     return ClipTruth(Path(path), fps, width, height, len(frames), truth, bounds, bpm, beats)
