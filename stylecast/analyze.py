@@ -27,6 +27,7 @@ from stylecast.analysis.shots import (
     stack_features,
 )
 from stylecast.color import ColorStats, color_stats
+from stylecast.errors import CancelledError
 from stylecast.media.decode import fit_size, iter_frames, read_audio
 from stylecast.media.probe import ProbeInfo, probe
 from stylecast.style import Letterbox
@@ -50,8 +51,12 @@ def analysis_size(info: ProbeInfo) -> tuple[int, int]:
     return fit_size(info, ANALYSIS_MAX_SIDE, ANALYSIS_MAX_SIDE)
 
 
-def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: ProbeInfo | None = None) -> RangeFeatures:
-    """Features of the frames in ``[t0, t1)`` seconds, each scored against its true predecessor."""
+def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: ProbeInfo | None = None,
+                        should_stop: Callable[[], bool] | None = None) -> RangeFeatures:
+    """Features of the frames in ``[t0, t1)`` seconds, each scored against its true predecessor.
+
+    should_stop: polled every few frames; when it returns True the range is abandoned (`CancelledError`).
+    """
     info = info or probe(path)
     size = analysis_size(info)
     prev_rgb = prev_gray = None
@@ -65,7 +70,9 @@ def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: 
     feats, times, motion = [], [], []
     if prev_rgb is not None:
         prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
-    for frame in iter_frames(path, t0, t1, info=info, size=size):
+    for k, frame in enumerate(iter_frames(path, t0, t1, info=info, size=size)):
+        if should_stop is not None and k % 8 == 0 and should_stop():
+            raise CancelledError("cancelled")
         gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
         feats.append(frame_features(frame.rgb, prev_rgb))
         motion.append(np.zeros(5) if prev_gray is None else estimate_pair_motion(prev_gray, gray))

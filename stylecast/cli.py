@@ -73,15 +73,42 @@ def _check_output(path: str, inputs: list[str]) -> Path:
     return out
 
 
+def _use_ray(args) -> bool:
+    import os
+
+    return bool(getattr(args, "ray", False) or getattr(args, "address", None) or os.environ.get("RAY_ADDRESS"))
+
+
+def _run_job(args, source, template, out, options, style_json_path, progress):
+    """The job on Ray (embedded or an existing cluster) when asked for, else in this process."""
+    if not _use_ray(args):
+        from stylecast import engine
+
+        return engine.run(source, template, out, options, style_json_path=style_json_path,
+                          chunk_seconds=args.chunk_seconds, progress=progress)
+    from actors.pipeline import Pipeline
+    from cluster import connect
+
+    print("connecting to Ray …", file=sys.stderr) if not args.quiet else None
+    connect(args.address)
+    pipeline = Pipeline()
+    try:
+        return pipeline.run(source, template, out, options, chunk_seconds=args.chunk_seconds,
+                            style_json_path=style_json_path, progress=progress)
+    finally:
+        pipeline.shutdown()
+
+
 def cmd_run(args) -> int:
-    from stylecast import engine
     from stylecast.options import parse_options
+    from stylecast.media.probe import probe
 
     options = parse_options(args.options)
     out = _check_output(args.output, [args.source, args.template])
+    for path in (args.source, args.template):
+        probe(path)  # bad input fails before any cluster is started
     progress = ProgressPrinter(enabled=not args.quiet)
-    result = engine.run(args.source, args.template, out, options, style_json_path=args.style_json,
-                        chunk_seconds=args.chunk_seconds, progress=progress)
+    result = _run_job(args, args.source, args.template, out, options, args.style_json, progress)
     progress.finish()
     print(json.dumps({"output": str(result.output), "style_json": args.style_json,
                       "frames": result.plan.output.frame_count, "duration_s": round(result.plan.output.duration_s, 3),
@@ -144,7 +171,6 @@ def cmd_schema(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    from stylecast import engine
     from stylecast.options import parse_options
     from stylecast.synth_clip import demo_clips
 
@@ -154,8 +180,7 @@ def cmd_demo(args) -> int:
     source, template = demo_clips(directory, seconds=args.seconds)
     out = directory / "demo_output.mp4"
     style_path = directory / "demo_style.json"
-    result = engine.run(source.path, template.path, out, parse_options(args.options), style_json_path=style_path,
-                        chunk_seconds=args.chunk_seconds, progress=progress)
+    result = _run_job(args, source.path, template.path, out, parse_options(args.options), style_path, progress)
     progress.finish()
     print(json.dumps({"source": str(source.path), "template": str(template.path), "output": str(result.output),
                       "style_json": str(style_path),
@@ -172,7 +197,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     def chunk_arg(p):
         p.add_argument("--chunk-seconds", type=_positive_float, default=None, metavar="S",
-                       help="split videos into time chunks of S seconds (default: one chunk)")
+                       help="split videos into time chunks of S seconds (default: one chunk in this process, "
+                            "2 s on Ray)")
+
+    def ray_args(p):
+        g = p.add_mutually_exclusive_group()
+        g.add_argument("--ray", action="store_true", help="run on an embedded local Ray cluster (stage actors)")
+        g.add_argument("--address", metavar="ADDR",
+                       help="run on an existing Ray cluster: auto, HOST:6379, or ray://HOST:10001 (Ray client); "
+                            "RAY_ADDRESS does the same")
 
     p = sub.add_parser("run", help="analyse both videos, extract the template's style, render the source in it")
     p.add_argument("source")
@@ -181,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--style-json", metavar="F", help="also write the extracted StyleJSON here")
     p.add_argument("--options", metavar="JSON|@file", help="job options as JSON, or @path to a JSON file")
     chunk_arg(p)
+    ray_args(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("extract", help="extract a template's StyleJSON (and its look as a .cube LUT)")
@@ -211,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seconds", type=_positive_float, default=8.0)
     p.add_argument("--options", metavar="JSON|@file")
     chunk_arg(p)
+    ray_args(p)
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -1,0 +1,170 @@
+"""Dispatching chunk tasks over a pool of stage actors, surviving the loss of workers and nodes.
+
+The pool is sized from the cluster's live CPUs (one chunk worker per core) and spread over the nodes.  A
+chunk whose actor dies — its worker process crashed or its node went away — is re-queued on another actor
+(a bounded number of times); a chunk that *fails* (bad data: the stage raised) fails the job at once with
+that error, after the job's other in-flight chunks are cancelled.  New nodes add workers between chunks, so a
+job that is already running speeds up when a node joins.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCancelledError
+
+from stylecast.errors import CancelledError, StylecastError
+
+MAX_ATTEMPTS = 3  # per chunk, counting only attempts lost to dead workers or nodes
+START_TIMEOUT_S = 120.0  # a pool with no worker that starts within this long fails the job
+
+_LOST = (RayActorError,)
+try:  # not every Ray version has all of these
+    from ray.exceptions import NodeDiedError, ObjectLostError, OwnerDiedError, WorkerCrashedError
+
+    _LOST = (RayActorError, WorkerCrashedError, NodeDiedError, ObjectLostError, OwnerDiedError)
+except ImportError:  # pragma: no cover
+    pass
+
+
+class ChunkFailed(StylecastError):
+    """A chunk could not be processed (its workers kept dying)."""
+
+
+def live_cpus() -> float:
+    return sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive"))
+
+
+@dataclass
+class ActorPool:
+    """Chunk-worker actors of one class, one per live CPU, spread over nodes."""
+
+    actor_cls: Any
+    per_cpu: float = 1.0
+    max_size: int | None = None
+    ready: list = field(default_factory=list)
+    starting: dict = field(default_factory=dict)  # ping ref -> actor
+    _last_refresh: float = 0.0
+
+    def target(self) -> int:
+        n = max(1, int(live_cpus() * self.per_cpu + 1e-9))
+        return min(n, self.max_size) if self.max_size else n
+
+    def refresh(self, force: bool = False) -> list:
+        """Start actors up to the target size; return actors that became ready since the last call."""
+        now = time.monotonic()
+        if force or now - self._last_refresh > 1.0:
+            self._last_refresh = now
+            missing = self.target() - len(self.ready) - len(self.starting)
+            for _ in range(max(0, missing)):
+                actor = self.actor_cls.options(scheduling_strategy="SPREAD").remote()
+                self.starting[actor.ping.remote()] = actor
+        fresh = []
+        if self.starting:
+            done, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+            for ref in done:
+                actor = self.starting.pop(ref)
+                try:
+                    ray.get(ref)
+                except Exception:  # noqa: BLE001 - an actor that failed to start is dropped
+                    continue
+                self.ready.append(actor)
+                fresh.append(actor)
+        return fresh
+
+    def discard(self, actor) -> None:
+        if actor in self.ready:
+            self.ready.remove(actor)
+        try:
+            ray.kill(actor, no_restart=True)
+        except Exception:  # noqa: BLE001 - already gone
+            pass
+
+    def shutdown(self) -> None:
+        for actor in list(self.ready) + list(self.starting.values()):
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+        self.ready.clear()
+        self.starting.clear()
+
+
+def run_chunks(
+    pool: ActorPool,
+    tasks: list[tuple[Hashable, Callable]],
+    *,
+    on_done: Callable[[Hashable, Any], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    on_cancel: Callable[[], None] | None = None,
+) -> dict:
+    """Run ``tasks`` — ``(key, submit)`` where ``submit(actor)`` returns an ObjectRef — over the pool.
+
+    Returns ``{key: result}``.  Raises the stage's own error for a deterministic failure, `ChunkFailed` when
+    a chunk's workers died MAX_ATTEMPTS times, `CancelledError` when ``should_stop()`` turns true.
+    """
+    pending = deque(tasks)
+    in_flight: dict = {}
+    idle = list(pool.ready) + pool.refresh(force=True)
+    idle = list(dict.fromkeys(idle))
+    attempts: dict = {}
+    results: dict = {}
+    waiting_since = time.monotonic()
+
+    def cancel_all() -> None:
+        if on_cancel is not None:
+            on_cancel()
+        for ref in in_flight:
+            try:
+                ray.cancel(ref)
+            except Exception:  # noqa: BLE001
+                pass
+
+    while pending or in_flight:
+        if should_stop is not None and should_stop():
+            cancel_all()
+            raise CancelledError("cancelled")
+        idle.extend(a for a in pool.refresh() if a not in idle)
+        while pending and idle:
+            actor = idle.pop(0)
+            key, submit = pending.popleft()
+            in_flight[submit(actor)] = (actor, key, submit)
+        if not in_flight:
+            if time.monotonic() - waiting_since > START_TIMEOUT_S:
+                raise ChunkFailed("no worker could be started on the cluster (not enough free CPUs?)")
+            time.sleep(0.05)
+            continue
+        waiting_since = time.monotonic()
+        ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.25)
+        for ref in ready:
+            actor, key, submit = in_flight.pop(ref)
+            try:
+                value = ray.get(ref)
+            except TaskCancelledError:
+                raise CancelledError("cancelled") from None
+            except RayTaskError as exc:
+                cancel_all()
+                cause = getattr(exc, "cause", None)
+                if isinstance(cause, StylecastError):
+                    raise cause from None
+                raise ChunkFailed(f"chunk {key} failed: {cause or exc}") from None
+            except _LOST as exc:
+                pool.discard(actor)
+                attempts[key] = attempts.get(key, 0) + 1
+                if attempts[key] >= MAX_ATTEMPTS:
+                    cancel_all()
+                    raise ChunkFailed(f"chunk {key} lost its worker {attempts[key]} times: {type(exc).__name__}") from None
+                pending.appendleft((key, submit))
+                continue
+            except GetTimeoutError:  # pragma: no cover - ray.wait said it was ready
+                pending.appendleft((key, submit))
+                continue
+            results[key] = value
+            idle.append(actor)
+            if on_done is not None:
+                on_done(key, value)
+    return results

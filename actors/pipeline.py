@@ -1,0 +1,200 @@
+"""The job pipeline on Ray: split → dispatch → gather, with progress events and cancellation.
+
+The orchestrator only decides time ranges, hands them to stage actors and gathers the results in order; all
+media work happens in the actors.  Source and template are analysed concurrently (their ranges share one
+worker pool), audio alongside; the render plan is split into GOP-aligned output ranges, each rendered and
+encoded by a worker; the segments are joined by remux, with the audio, on the caller's node.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from actors.dispatch import ActorPool, run_chunks
+from actors.stages import AudioAnalyzer, CancelFlag, Renderer, StyleApplier, StyleExtractor, VideoAnalyzer
+from stylecast.analyze import split_ranges
+from stylecast.engine import write_json_atomic
+from stylecast.errors import CancelledError
+from stylecast.media.encode import atomic_output
+from stylecast.media.probe import probe
+from stylecast.options import Options
+from stylecast.plan import RenderPlan
+from stylecast.render import output_ranges
+from stylecast.style import StyleJSON
+
+DEFAULT_CHUNK_SECONDS = 2.0
+Progress = Callable[[str, int, int], None]
+
+
+@dataclass
+class PipelineResult:
+    output: Path
+    style: StyleJSON
+    plan: RenderPlan
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    chunk_nodes: dict[str, list[str]] = field(default_factory=dict)  # stage -> node id per chunk, in order
+
+
+class Pipeline:
+    """Warm stage actors for running jobs on the connected Ray cluster (see `cluster.connect`)."""
+
+    def __init__(self) -> None:
+        if not ray.is_initialized():
+            raise RuntimeError("connect to Ray first (cluster.connect)")
+        self.analyzers = ActorPool(VideoAnalyzer, per_cpu=1.0)
+        self.renderers = ActorPool(Renderer, per_cpu=1.0)
+        here = ray.get_runtime_context().get_node_id()
+        local = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+        self.audio = AudioAnalyzer.remote()
+        self.extractor = StyleExtractor.remote()
+        self.applier = StyleApplier.remote()
+        # The joiner writes the output file, so it lives where the caller can read it.
+        self.joiner = Renderer.options(num_cpus=0, scheduling_strategy=local).remote()
+
+    def shutdown(self) -> None:
+        self.analyzers.shutdown()
+        self.renderers.shutdown()
+        for actor in (self.audio, self.extractor, self.applier, self.joiner):
+            try:
+                ray.kill(actor, no_restart=True)
+            except Exception:  # noqa: BLE001
+                pass
+
+    def run(
+        self,
+        source: str | Path,
+        template: str | Path,
+        out_path: str | Path,
+        options: Options | None = None,
+        *,
+        chunk_seconds: float | None = None,
+        style_json_path: str | Path | None = None,
+        progress: Progress | None = None,
+        cancel: threading.Event | None = None,
+    ) -> PipelineResult:
+        """Run one job; raises the stage's error (e.g. `MediaError`), or `CancelledError` when cancelled."""
+        options = options or Options()
+        chunk_seconds = chunk_seconds or DEFAULT_CHUNK_SECONDS
+        source, template, out_path = str(Path(source).resolve()), str(Path(template).resolve()), Path(out_path)
+        progress = progress or (lambda stage, done, total: None)
+        should_stop = (lambda: cancel.is_set()) if cancel is not None else None
+        flag = CancelFlag.remote()
+        timings: dict[str, float] = {}
+        nodes: dict[str, list[str]] = {}
+        try:
+            infos = {"template": probe(template), "source": probe(source)}
+            paths = {"template": template, "source": source}
+
+            # --- analysis: both videos' ranges in one pool, audio alongside
+            t = time.perf_counter()
+            tasks = []
+            for name in ("template", "source"):
+                for k, (t0, t1) in enumerate(split_ranges(infos[name].duration_s, chunk_seconds)):
+                    tasks.append(((name, k), _analyze_task(paths[name], t0, t1, infos[name], flag)))
+            audio_refs = {name: self.audio.analyze.remote(paths[name], infos[name]) for name in paths}
+            done = [0]
+
+            def analysed(key, value):
+                done[0] += 1
+                progress("video_analysis", done[0], len(tasks))
+
+            progress("video_analysis", 0, len(tasks))
+            results = run_chunks(self.analyzers, tasks, on_done=analysed, should_stop=should_stop,
+                                 on_cancel=lambda: flag.set.remote())
+            timings["video_analysis"] = time.perf_counter() - t
+            nodes["video_analysis"] = [results[key][1] for key, _ in tasks]
+
+            t = time.perf_counter()
+            progress("audio_analysis", 0, 2)
+            audio = {}
+            for i, name in enumerate(("template", "source")):
+                audio[name] = self._get(audio_refs[name], should_stop)
+                progress("audio_analysis", i + 1, 2)
+            timings["audio_analysis"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            progress("motion_analysis", 0, 2)
+            analyses = {}
+            finish_refs = {}
+            for name in ("template", "source"):
+                parts = [results[key][0] for key, _ in tasks if key[0] == name]
+                finish_refs[name] = self.extractor.finish.remote(infos[name], parts, *audio[name])
+            for i, name in enumerate(("template", "source")):
+                analyses[name] = finish_refs[name]  # keep as refs: they go straight to the next actors
+                self._wait(finish_refs[name], should_stop)
+                progress("motion_analysis", i + 1, 2)
+            timings["motion_analysis"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            progress("style_extraction", 0, 1)
+            style: StyleJSON = self._get(self.extractor.extract.remote(analyses["template"]), should_stop)
+            if style_json_path:
+                write_json_atomic(style_json_path, style.model_dump(mode="json"))
+            progress("style_extraction", 1, 1)
+            timings["style_extraction"] = time.perf_counter() - t
+
+            t = time.perf_counter()
+            progress("style_application", 0, 1)
+            plan: RenderPlan = self._get(self.applier.plan.remote(analyses["source"], style, options), should_stop)
+            progress("style_application", 1, 1)
+            timings["style_application"] = time.perf_counter() - t
+
+            # --- render: GOP-aligned output ranges, each an independent segment
+            t = time.perf_counter()
+            plan_ref = ray.put(plan)
+            ranges = output_ranges(plan, chunk_seconds)
+            render_tasks = [(k, _render_task(plan_ref, n0, n1, flag)) for k, (n0, n1) in enumerate(ranges)]
+            frames_done = [0]
+
+            def rendered(key, value):
+                frames_done[0] += value[2]
+                progress("rendering", frames_done[0], plan.output.frame_count)
+
+            progress("rendering", 0, plan.output.frame_count)
+            segments = run_chunks(self.renderers, render_tasks, on_done=rendered, should_stop=should_stop,
+                                  on_cancel=lambda: flag.set.remote())
+            nodes["rendering"] = [segments[k][1] for k in range(len(ranges))]
+            seg_refs = [ray.put(segments[k][0]) for k in range(len(ranges))]
+            del segments
+            with atomic_output(out_path) as tmp:
+                self._get(self.joiner.join.remote(plan_ref, str(tmp), *seg_refs), should_stop)
+            timings["rendering"] = time.perf_counter() - t
+            return PipelineResult(out_path, style, plan, timings, nodes)
+        finally:
+            try:
+                ray.kill(flag)
+            except Exception:  # noqa: BLE001
+                pass
+
+    @staticmethod
+    def _wait(ref, should_stop) -> None:
+        while True:
+            ready, _ = ray.wait([ref], timeout=0.25)
+            if ready:
+                return
+            if should_stop is not None and should_stop():
+                raise CancelledError("cancelled")
+
+    def _get(self, ref, should_stop):
+        self._wait(ref, should_stop)
+        try:
+            return ray.get(ref)
+        except ray.exceptions.RayTaskError as exc:
+            cause = getattr(exc, "cause", None)
+            if isinstance(cause, Exception):
+                raise cause from None
+            raise
+
+
+def _analyze_task(path, t0, t1, info, flag):
+    return lambda actor: actor.analyze_range.remote(path, t0, t1, info, flag)
+
+
+def _render_task(plan_ref, n0, n1, flag):
+    return lambda actor: actor.render_range.remote(plan_ref, n0, n1, flag)

@@ -1,0 +1,159 @@
+"""Stage actors: thin, warm wrappers around the engine's pure stage functions.
+
+Each actor keeps what is expensive to set up (compiled Numba kernels, a loaded librosa, probe results of
+the files it works on) and calls one stage function.  Chunk workers return small things only: feature
+arrays, or a compressed H.264 segment — never raw frames.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import ray
+
+from stylecast.analyze import RangeFeatures, analyze_audio_file, analyze_video_range, finish_analysis, merge_ranges
+from stylecast.media.probe import ProbeInfo
+from stylecast.style import extract_style
+
+# Chunk workers take half a core each so that an analysis pool and a render pool fit side by side on every
+# node (the phases of a job hardly overlap, so each pool in practice gets the whole node).
+CHUNK_WORKER_CPUS = 0.5
+
+
+def _node_id() -> str:
+    return ray.get_runtime_context().get_node_id()
+
+
+class _Warm:
+    """Common warm state: one core per worker, kernels compiled once, a cancel check."""
+
+    def __init__(self) -> None:
+        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+        import numba
+
+        numba.set_num_threads(1)
+        self.node_id = _node_id()
+
+    def ping(self) -> str:
+        return self.node_id
+
+    @staticmethod
+    def _stopper(cancel_flag):
+        if cancel_flag is None:
+            return None
+        return lambda: bool(ray.get(cancel_flag.is_set.remote()))
+
+
+@ray.remote(num_cpus=CHUNK_WORKER_CPUS, max_restarts=0)
+class VideoAnalyzer(_Warm):
+    """Per-frame video features and frame-to-frame camera motion of one time range (stages video_analysis
+    and motion_analysis share one decode of the range)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from kernels.features import motion_compensated_diff  # noqa: F401 - compile/load once
+
+    def analyze_range(self, path: str, t0: float, t1: float | None, info: ProbeInfo,
+                      cancel_flag=None) -> tuple[RangeFeatures, str]:
+        return analyze_video_range(path, t0, t1, info=info, should_stop=self._stopper(cancel_flag)), self.node_id
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=2)
+class AudioAnalyzer(_Warm):
+    """Tempo, beats and loudness of a whole audio track (small work: one call per video)."""
+
+    def analyze(self, path: str, info: ProbeInfo):
+        return analyze_audio_file(path, info)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=2)
+class StyleExtractor(_Warm):
+    """Merges gathered ranges into shots/transitions/per-shot colour and motion; extracts StyleJSON."""
+
+    def finish(self, info: ProbeInfo, parts: list[RangeFeatures], audio, audio_reason):
+        track, motion = merge_ranges(parts)
+        return finish_analysis(info, track, motion, audio, audio_reason)
+
+    def extract(self, analysis):
+        return extract_style(analysis)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=2)
+class StyleApplier(_Warm):
+    """Builds the render plan (the edit decision list) from the source analysis, StyleJSON and options."""
+
+    def plan(self, analysis, style, options):
+        from stylecast.plan import build_plan, output_spec
+        from stylecast.render import decode_size_for
+
+        out = output_spec(analysis, style, options)
+        return build_plan(analysis, style, options,
+                          decode_size=decode_size_for((out.width, out.height), analysis.probe))
+
+
+@ray.remote(num_cpus=CHUNK_WORKER_CPUS, max_restarts=0)
+class Renderer(_Warm):
+    """Renders output-frame ranges into independent closed-GOP H.264 segments (returned as bytes); the one
+    pinned to the caller's node also cuts the audio and joins the segments into the output file."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        from kernels.render import warmup
+
+        warmup()
+        self._tmp = Path(tempfile.mkdtemp(prefix="stylecast-render-"))
+        self._probes: dict = {}
+
+    def _probe(self, path: str):
+        """Probe results of the files this worker renders from, kept warm."""
+        from stylecast.media.probe import probe
+
+        if path not in self._probes:
+            if len(self._probes) > 16:
+                self._probes.clear()
+            self._probes[path] = probe(path)
+        return self._probes[path]
+
+    def render_range(self, plan, n0: int, n1: int, cancel_flag=None) -> tuple[bytes, str, int]:
+        from stylecast.render import render_range
+
+        seg = self._tmp / f"seg-{os.getpid()}-{n0}-{n1}.mp4"
+        try:
+            render_range(plan, n0, n1, seg, info=self._probe(plan.source_path), threads=1,
+                         should_stop=self._stopper(cancel_flag))
+            return seg.read_bytes(), self.node_id, n1 - n0
+        finally:
+            seg.unlink(missing_ok=True)
+
+    def join(self, plan, out_path: str, *segments: bytes) -> str:
+        from stylecast.media.encode import join_segments
+        from stylecast.render import render_audio
+
+        work = Path(tempfile.mkdtemp(prefix="stylecast-join-", dir=str(Path(out_path).parent)))
+        paths = []
+        try:
+            for k, data in enumerate(segments):
+                p = work / f"{k:05d}.mp4"
+                p.write_bytes(data)
+                paths.append(p)
+            join_segments(paths, out_path, audio=render_audio(plan, info=self._probe(plan.source_path)))
+        finally:
+            for p in paths:
+                p.unlink(missing_ok=True)
+            work.rmdir()
+        return out_path
+
+
+@ray.remote(num_cpus=0)
+class CancelFlag:
+    """Set once to ask every worker of a job to stop; workers poll it every few frames."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
