@@ -29,9 +29,10 @@ class _Warm:
     """Common warm state: one core per worker, kernels compiled once, a cancel check."""
 
     def __init__(self) -> None:
-        os.environ.setdefault("NUMBA_NUM_THREADS", "1")
         import numba
 
+        # One core per chunk worker: parallelism comes from the chunks.  (Set at run time: the
+        # NUMBA_NUM_THREADS variable may not change once Numba has started its threads.)
         numba.set_num_threads(1)
         self.node_id = _node_id()
 

@@ -1,0 +1,146 @@
+"""The job pipeline on a real multi-node Ray cluster (a head and two worker nodes on this machine):
+chunks spread over nodes, the same answer however the videos are split, node loss, bad data, cancellation."""
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+ray = pytest.importorskip("ray")
+from ray.cluster_utils import Cluster  # noqa: E402
+
+from actors.pipeline import Pipeline  # noqa: E402
+from stylecast.analyze import analyze_file  # noqa: E402
+from stylecast.errors import CancelledError, MediaError  # noqa: E402
+from stylecast.media.decode import read_frames  # noqa: E402
+from stylecast.options import Options  # noqa: E402
+
+STORE = 120 * 1024**2
+PACING_OFF = {"transfer": {"pacing": False}}
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    if ray.is_initialized():
+        ray.shutdown()
+    c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "object_store_memory": STORE})
+    workers = [c.add_node(num_cpus=1, object_store_memory=STORE) for _ in range(2)]
+    ray.init(address=c.address, namespace="stylecast-tests")
+    c.wait_for_nodes()
+    yield c, workers
+    ray.shutdown()
+    c.shutdown()
+
+
+@pytest.fixture(scope="module")
+def pipeline(cluster):
+    p = Pipeline()
+    yield p
+    p.shutdown()
+
+
+@pytest.fixture(scope="module")
+def runs(pipeline, source_clip, template_clip, tmp_path_factory):
+    """The same jobs split in 1.3-s chunks and in one chunk, with pacing on and off."""
+    out = tmp_path_factory.mktemp("pipeline")
+    results = {}
+    for pacing in ("on", "off"):
+        opts = Options() if pacing == "on" else Options.model_validate(PACING_OFF)
+        for chunks, seconds in (("split", 1.3), ("whole", 60.0)):
+            results[pacing, chunks] = pipeline.run(source_clip.path, template_clip.path,
+                                                   out / f"{pacing}-{chunks}.mp4", opts, chunk_seconds=seconds)
+    return results
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    mse = ((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
+    return 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
+
+
+@pytest.mark.parametrize("pacing", ["on", "off"])
+def test_same_answer_however_split(runs, pacing):
+    split, whole = runs[pacing, "split"], runs[pacing, "whole"]
+    assert split.style.pacing == whole.style.pacing
+    assert [(t.time_s, t.kind) for t in split.style.transitions.items] == \
+        [(t.time_s, t.kind) for t in whole.style.transitions.items]
+    cuts_a = [(t.frame, t.kind) for t in analyze_file(split.output).transitions]
+    cuts_b = [(t.frame, t.kind) for t in analyze_file(whole.output).transitions]
+    assert cuts_a == cuts_b
+    ta, fa = read_frames(split.output)
+    tb, fb = read_frames(whole.output)
+    assert len(ta) == len(tb) == split.plan.output.frame_count
+    np.testing.assert_allclose(ta, tb, atol=1e-6)
+    psnr = _psnr(fa, fb)
+    assert psnr.mean() >= 40 and psnr.min() >= 35, (psnr.mean(), psnr.min())
+
+
+def test_chunks_run_on_several_nodes(runs, cluster):
+    _, workers = cluster
+    worker_ids = {w.node_id for w in workers}
+    split = runs["on", "split"]
+    for stage in ("video_analysis", "rendering"):
+        nodes = split.chunk_nodes[stage]
+        assert len(nodes) >= 4
+        assert set(nodes) <= worker_ids  # never the head: it has no CPU for chunk work
+        assert len(set(nodes)) >= 2, (stage, nodes)
+
+
+def test_bad_data_fails_fast_without_retries(pipeline, source_clip, template_clip, tmp_path):
+    data = bytearray(source_clip.path.read_bytes())
+    n = len(data)
+    for i in range(n // 2, n // 2 + 6000):
+        data[i] = (data[i] * 31 + 7) % 256
+    bad = tmp_path / "damaged.mp4"
+    bad.write_bytes(bytes(data))
+    t = time.monotonic()
+    with pytest.raises(MediaError):
+        pipeline.run(bad, template_clip.path, tmp_path / "out.mp4", Options(), chunk_seconds=1.3)
+    assert time.monotonic() - t < 60
+    assert not (tmp_path / "out.mp4").exists()
+
+
+def test_cancel_stops_within_five_seconds(pipeline, source_clip, template_clip, tmp_path):
+    cancel = threading.Event()
+    asked: list[float] = []
+
+    def progress(stage, done, total):
+        if stage == "rendering" and done > 0 and not cancel.is_set():
+            asked.append(time.monotonic())
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        pipeline.run(source_clip.path, template_clip.path, tmp_path / "out.mp4", Options(), chunk_seconds=1.0,
+                     progress=progress, cancel=cancel)
+    assert asked and time.monotonic() - asked[0] < 5.0
+    assert list(tmp_path.iterdir()) == []  # no output, no partial files
+    # The workers are free again: a new job runs to completion.
+    again = pipeline.run(source_clip.path, template_clip.path, tmp_path / "again.mp4",
+                         Options.model_validate({"max_duration_s": 2.0}), chunk_seconds=1.0)
+    assert again.output.exists()
+
+
+def test_node_loss_during_rendering_still_completes(cluster, pipeline, runs, source_clip, template_clip, tmp_path):
+    c, workers = cluster
+    killed: list[str] = []
+
+    def progress(stage, done, total):
+        if stage == "rendering" and done > 0 and not killed:
+            victim = workers[1]
+            killed.append(victim.node_id)
+            c.remove_node(victim, allow_graceful=False)
+
+    result = pipeline.run(source_clip.path, template_clip.path, tmp_path / "survivor.mp4", Options(),
+                          chunk_seconds=1.0, progress=progress)
+    assert killed
+    reference = runs["on", "whole"]
+    ta, fa = read_frames(result.output)
+    tb, fb = read_frames(reference.output)
+    assert len(ta) == len(tb)
+    psnr = _psnr(fa, fb)
+    assert psnr.mean() >= 40 and psnr.min() >= 35
+    # Chunks after the loss ran on the surviving node.
+    assert result.chunk_nodes["rendering"][-1] != killed[0]
+    workers[1] = c.add_node(num_cpus=1, object_store_memory=STORE)
+    c.wait_for_nodes()
