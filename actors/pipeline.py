@@ -39,6 +39,7 @@ class PipelineResult:
     plan: RenderPlan
     stage_seconds: dict[str, float] = field(default_factory=dict)
     chunk_nodes: dict[str, list[str]] = field(default_factory=dict)  # stage -> node id per chunk, in order
+    chunk_work_seconds: dict[str, list[float]] = field(default_factory=dict)  # stage -> in-actor seconds per chunk
 
 
 class Pipeline:
@@ -87,6 +88,7 @@ class Pipeline:
         flag = CancelFlag.remote()
         timings: dict[str, float] = {}
         nodes: dict[str, list[str]] = {}
+        work: dict[str, list[float]] = {}
         try:
             infos = {"template": probe(template), "source": probe(source)}
             paths = {"template": template, "source": source}
@@ -109,6 +111,7 @@ class Pipeline:
                                  on_cancel=lambda: flag.set.remote())
             timings["video_analysis"] = time.perf_counter() - t
             nodes["video_analysis"] = [results[key][1] for key, _ in tasks]
+            work["video_analysis"] = [results[key][2] for key, _ in tasks]
 
             t = time.perf_counter()
             progress("audio_analysis", 0, 2)
@@ -160,12 +163,13 @@ class Pipeline:
             segments = run_chunks(self.renderers, render_tasks, on_done=rendered, should_stop=should_stop,
                                   on_cancel=lambda: flag.set.remote())
             nodes["rendering"] = [segments[k][1] for k in range(len(ranges))]
+            work["rendering"] = [segments[k][3] for k in range(len(ranges))]
             seg_refs = [ray.put(segments[k][0]) for k in range(len(ranges))]
             del segments
             with atomic_output(out_path) as tmp:
                 self._get(self.joiner.join.remote(plan_ref, str(tmp), *seg_refs), should_stop)
             timings["rendering"] = time.perf_counter() - t
-            return PipelineResult(out_path, style, plan, timings, nodes)
+            return PipelineResult(out_path, style, plan, timings, nodes, work)
         finally:
             try:
                 ray.kill(flag)

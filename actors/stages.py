@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 import ray
@@ -56,8 +57,11 @@ class VideoAnalyzer(_Warm):
         from kernels.features import motion_compensated_diff  # noqa: F401 - compile/load once
 
     def analyze_range(self, path: str, t0: float, t1: float | None, info: ProbeInfo,
-                      cancel_flag=None) -> tuple[RangeFeatures, str]:
-        return analyze_video_range(path, t0, t1, info=info, should_stop=self._stopper(cancel_flag)), self.node_id
+                      cancel_flag=None) -> tuple[RangeFeatures, str, float]:
+        """(features, node id, seconds of work)."""
+        t = time.perf_counter()
+        features = analyze_video_range(path, t0, t1, info=info, should_stop=self._stopper(cancel_flag))
+        return features, self.node_id, time.perf_counter() - t
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=2)
@@ -116,14 +120,16 @@ class Renderer(_Warm):
             self._probes[path] = probe(path)
         return self._probes[path]
 
-    def render_range(self, plan, n0: int, n1: int, cancel_flag=None) -> tuple[bytes, str, int]:
+    def render_range(self, plan, n0: int, n1: int, cancel_flag=None) -> tuple[bytes, str, int, float]:
+        """(encoded segment, node id, frames, seconds of work)."""
         from stylecast.render import render_range
 
+        t = time.perf_counter()
         seg = self._tmp / f"seg-{os.getpid()}-{n0}-{n1}.mp4"
         try:
             render_range(plan, n0, n1, seg, info=self._probe(plan.source_path), threads=1,
                          should_stop=self._stopper(cancel_flag))
-            return seg.read_bytes(), self.node_id, n1 - n0
+            return seg.read_bytes(), self.node_id, n1 - n0, time.perf_counter() - t
         finally:
             seg.unlink(missing_ok=True)
 

@@ -61,16 +61,23 @@ def _positive_float(text: str) -> float:
     return value
 
 
-def _check_output(path: str, inputs: list[str]) -> Path:
+def _check_writable(path: str | None, inputs: list[str], suffix: str | None = None) -> Path | None:
+    """Refuse an output path that is an input, a directory, or has the wrong type — before any work."""
+    if path is None:
+        return None
     out = Path(path)
-    if out.suffix.lower() != ".mp4":
-        raise StylecastError(f"{out}: the output must be an .mp4 file")
+    if suffix and out.suffix.lower() != suffix:
+        raise StylecastError(f"{out}: the output must be a {suffix} file")
     for inp in inputs:
         if Path(inp).resolve() == out.resolve():
             raise StylecastError(f"{out}: the output would overwrite an input")
     if out.exists() and out.is_dir():
         raise StylecastError(f"{out}: is a directory")
     return out
+
+
+def _check_output(path: str, inputs: list[str]) -> Path:
+    return _check_writable(path, inputs, ".mp4")
 
 
 def _use_ray(args) -> bool:
@@ -105,6 +112,7 @@ def cmd_run(args) -> int:
 
     options = parse_options(args.options)
     out = _check_output(args.output, [args.source, args.template])
+    _check_writable(args.style_json, [args.source, args.template, args.output])
     for path in (args.source, args.template):
         probe(path)  # bad input fails before any cluster is started
     progress = ProgressPrinter(enabled=not args.quiet)
@@ -122,6 +130,8 @@ def cmd_extract(args) -> int:
     from stylecast.color import write_cube
     from stylecast.media.encode import atomic_output
 
+    _check_writable(args.output, [args.template])
+    _check_writable(args.cube, [args.template, args.output])
     progress = ProgressPrinter(enabled=not args.quiet)
     style, _ = engine.extract(args.template, chunk_seconds=args.chunk_seconds, progress=progress)
     progress.finish()
@@ -142,7 +152,7 @@ def cmd_apply(args) -> int:
 
     options = parse_options(args.options)
     style = engine.load_style(args.style)
-    out = _check_output(args.output, [args.source])
+    out = _check_output(args.output, [args.source, args.style])
     progress = ProgressPrinter(enabled=not args.quiet)
     path, plan = engine.apply(args.source, style, out, options, chunk_seconds=args.chunk_seconds, progress=progress)
     progress.finish()
@@ -263,10 +273,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("stylecast: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (e.g. `stylecast analyze X | head`): not an error worth a message.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exception as exc:  # noqa: BLE001 - the user gets one line, --debug gets the rest
         if args.debug:
             traceback.print_exc()
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if isinstance(exc, OSError) and exc.filename:
+            msg = f"{exc.filename}: {exc.strerror or msg}"
         print(f"stylecast: error: {type(exc).__name__}: {msg} (run with --debug for details)", file=sys.stderr)
         return EXIT_ERROR
 

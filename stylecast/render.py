@@ -261,6 +261,7 @@ def render_plan(
     source_path = source_path or plan.source_path
     info = probe(source_path)
     work = Path(work_dir) if work_dir else out_path.parent
+    work.mkdir(parents=True, exist_ok=True)
     ranges = output_ranges(plan, chunk_seconds)
     segments: list[Path] = []
     try:

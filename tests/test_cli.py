@@ -372,9 +372,7 @@ def test_version(capsys):
     assert capsys.readouterr().out.startswith("stylecast ")
 
 
-# ------------------------------------------------------------------------------------------------ known bugs
-@pytest.mark.xfail(strict=True, reason="bug: `extract` does not check -o/--cube against the template and "
-                                       "overwrites the input video with the StyleJSON")
+# ------------------------------------------------------------------------------------------------ outputs never clobber inputs
 @pytest.mark.parametrize("flag", ["-o", "--cube"])
 def test_extract_refuses_to_overwrite_its_template(flag, tpl, tmp_path, capsys):
     victim = tmp_path / "victim.mp4"
@@ -388,8 +386,6 @@ def test_extract_refuses_to_overwrite_its_template(flag, tpl, tmp_path, capsys):
     assert_one_line_error(err, "overwrite")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: `run --style-json` is not checked against the inputs; naming the "
-                                       "source there overwrites the source video with JSON before it is read")
 def test_run_refuses_style_json_over_an_input(src, tpl, tmp_path, capsys):
     victim = tmp_path / "victim.mp4"
     victim.write_bytes(src.path.read_bytes())
@@ -400,10 +396,6 @@ def test_run_refuses_style_json_over_an_input(src, tpl, tmp_path, capsys):
     assert_one_line_error(err, "overwrite")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: an output in a directory that does not exist yet fails only after all "
-                                       "the analysis, with 'FileNotFoundError: [Errno 2] No such file or directory' "
-                                       "and no path (render segments are written to out.parent before "
-                                       "atomic_output creates it)")
 def test_output_in_a_new_directory_is_made_or_clearly_refused(src, tpl, tmp_path, capsys):
     out = tmp_path / "newdir" / "o.mp4"
     rc, _, err = call(capsys, "run", src.path, tpl.path, "-o", out, "--options", '{"output": {"width": 64}}')

@@ -40,12 +40,6 @@ def all_clips() -> list[str]:
 
 
 CLIPS = all_clips()
-# 24000/1001 fps sources (23.976): the output comes out at exactly 24 fps.
-NTSC_FILM_BUG = pytest.mark.xfail(
-    strict=True, reason="bug: encode.fps_fraction(24000/1001) returns 24 (its tolerance 1e-3*fps equals the 1/1001 "
-                        "gap), so 23.976 fps sources render at 24 fps, 0.1% short")
-
-
 def nominal_frame_s(path: Path) -> float:
     """The most common frame duration (a VFR clip's nominal frame)."""
     with av.open(str(path)) as c:
@@ -120,9 +114,7 @@ def test_real_clip_keeps_aspect_orientation_and_length(name, rendered, shared_me
         assert out.audio.duration_s == pytest.approx(out.duration_s, abs=0.05)
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=NTSC_FILM_BUG)
-                                  if n.endswith(("issue-134-rotate.mp4", "issue-236-split-copy.mkv")) else n
-                                  for n in CLIPS])
+@pytest.mark.parametrize("name", CLIPS)
 def test_real_clip_keeps_its_frame_rate(name, rendered):
     src, out = rendered(name)
     if src.is_vfr:

@@ -109,7 +109,11 @@ def _decode(container, stream, info: ProbeInfo, path) -> Iterator[tuple[float, a
         for frame in container.decode(stream):
             if frame.pts is None:
                 continue
-            yield float(frame.pts * stream.time_base) - info.start_time_s, frame
+            t = float(frame.pts * stream.time_base) - info.start_time_s
+            if getattr(frame, "is_corrupt", False):
+                # FFmpeg concealed a decoding error: the picture is damaged, not the source's.
+                raise MediaError(f"{name}: damaged video data (a corrupt frame at {max(t, 0.0):.3f}s)")
+            yield t, frame
     except av.FFmpegError as exc:
         raise MediaError(f"{name}: undecodable video data ({describe_error(exc)})") from None
 

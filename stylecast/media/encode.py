@@ -62,9 +62,10 @@ def gop_frames(fps: float) -> int:
 
 def fps_fraction(fps: float) -> Fraction:
     """An exact rate for a float fps: 29.97 → 30000/1001, 25.0 → 25."""
+    # 1e-4 relative: 24000/1001 must not become 24 (they differ by 1e-3), 29.97 must become 30000/1001.
     for den in (1, 1001):
         num = round(fps * den)
-        if num > 0 and abs(num / den - fps) < 1e-3 * fps:
+        if num > 0 and abs(num / den - fps) < 1e-4 * fps:
             return Fraction(num, den)
     return Fraction(fps).limit_denominator(1001)
 
