@@ -60,24 +60,30 @@ def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: 
     info = info or probe(path)
     size = analysis_size(info)
     prev_rgb = prev_gray = None
-    if t0 > 0:
-        # The predecessor lies within a few nominal frame durations (VFR drops frames); widen if not.
-        for margin in (3.0 / info.fps, 1.0, t0):
-            before = list(iter_frames(path, max(0.0, t0 - margin), t0, info=info, size=size))
-            if before:
-                prev_rgb = before[-1].rgb
-                break
     feats, times, motion = [], [], []
-    if prev_rgb is not None:
-        prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
-    for k, frame in enumerate(iter_frames(path, t0, t1, info=info, size=size)):
-        if should_stop is not None and k % 8 == 0 and should_stop():
-            raise CancelledError("cancelled")
-        gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
-        feats.append(frame_features(frame.rgb, prev_rgb))
-        motion.append(np.zeros(5) if prev_gray is None else estimate_pair_motion(prev_gray, gray))
-        times.append(frame.time_s)
-        prev_rgb, prev_gray = frame.rgb, gray
+    # One decode from a little before t0: the frames before t0 only provide the predecessor.  VFR streams can
+    # drop frames, so the margin is widened if no predecessor turned up.
+    for margin in (3.0 / info.fps, 1.0, t0):
+        start = max(0.0, t0 - margin) if t0 > 0 else 0.0
+        k = 0
+        for frame in iter_frames(path, start, t1, info=info, size=size):
+            if frame.time_s < t0 - 1e-6:
+                prev_rgb = frame.rgb
+                continue
+            if t0 > 0 and prev_rgb is None and k == 0 and start > 0:
+                break  # no predecessor within the margin: widen it
+            if should_stop is not None and k % 8 == 0 and should_stop():
+                raise CancelledError("cancelled")
+            if prev_gray is None and prev_rgb is not None:
+                prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
+            gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+            feats.append(frame_features(frame.rgb, prev_rgb))
+            motion.append(np.zeros(5) if prev_gray is None else estimate_pair_motion(prev_gray, gray))
+            times.append(frame.time_s)
+            prev_rgb, prev_gray = frame.rgb, gray
+            k += 1
+        if feats or t0 <= 0 or start <= 0:
+            break
     if not feats:
         return RangeFeatures(t0, t1 if t1 is not None else t0, None, np.zeros((0, 5)))
     return RangeFeatures(

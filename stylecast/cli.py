@@ -198,6 +198,18 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from serve_app.config import ServiceConfig
+    from serve_app.server import run_server
+
+    try:
+        config = ServiceConfig.from_env(host=args.host, port=args.port, data_dir=args.data_dir,
+                                        max_concurrent_jobs=args.max_concurrent_jobs)
+    except ValueError as exc:
+        raise StylecastError(f"invalid service configuration: {exc}") from None
+    return run_server(config, address=args.address)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylecast", description="Make a video look, cut and move like another one.")
     parser.add_argument("--version", action="version", version=f"stylecast {__version__}")
@@ -246,6 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("video")
     chunk_arg(p)
     p.set_defaults(func=cmd_analyze)
+
+    p = sub.add_parser("serve", help="run the REST service (embedded Ray + JobManager + Serve app)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: loopback)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--data-dir", default="stylecast-data", help="SQLite database, uploads and outputs")
+    p.add_argument("--max-concurrent-jobs", type=int, default=None)
+    p.add_argument("--address", metavar="ADDR", help="serve from an existing Ray cluster instead of an embedded one")
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("schema", help="print the StyleJSON v1 JSON Schema")
     p.set_defaults(func=cmd_schema)

@@ -1,0 +1,277 @@
+"""The JobManager: a named, detached Ray actor that owns job state.
+
+State lives in SQLite (WAL) under the data dir, so jobs survive a restart of this actor, of the Serve app and
+of the whole ``stylecast serve`` process: completed jobs stay listed and downloadable, queued jobs run, and
+jobs that were *processing* when the process died are re-run from the start (their inputs are still on disk
+and the engine is deterministic); a job interrupted twice is marked failed with ``code: interrupted``.
+
+Jobs run FIFO with bounded concurrency, each in a thread of this (threaded) actor that drives the Ray
+pipeline; stage and progress come from the pipeline's events; a configurable deadline fails a job that runs
+too long.  Terminal jobs are announced by signed webhooks, sent by a background sender that never slows
+job processing.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import threading
+import time
+import traceback
+import uuid
+from pathlib import Path
+
+import ray
+
+from serve_app.models import ACTIVE, ApiError, STAGE_WEIGHTS, STAGES, TERMINAL, CreateJobRequest, Envelope, utcnow
+from serve_app.store import JobRecord, Store
+from serve_app.webhooks import WebhookSender, check_webhook_url, parse_secret
+from stylecast.errors import CancelledError, StylecastError
+from stylecast.options import Options
+
+JOB_MANAGER_NAME = "stylecast-jobmanager"
+MAX_INTERRUPTIONS = 2
+
+
+def request_hash(body: dict) -> str:
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=32)
+class JobManager:
+    def __init__(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
+                 chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
+                 allow_private_webhooks: bool | None = None) -> None:
+        self.data_dir = Path(data_dir)
+        (self.data_dir / "outputs").mkdir(parents=True, exist_ok=True)
+        self.store = Store(self.data_dir / "stylecast.db")
+        self.max_concurrent = max(1, int(max_concurrent_jobs))
+        self.deadline_s = float(job_deadline_s)
+        self.chunk_seconds = chunk_seconds
+        if allow_private_webhooks is None:
+            allow_private_webhooks = os.environ.get("STYLECAST_ALLOW_PRIVATE_WEBHOOKS") == "1"
+        self.allow_private_webhooks = allow_private_webhooks
+        secret = os.environ.get("STYLECAST_WEBHOOK_SECRET")
+        key = parse_secret(secret) if secret else None
+        kwargs = {"schedule_s": tuple(webhook_schedule_s)} if webhook_schedule_s else {}
+        self.sender = WebhookSender(self.store, key, **kwargs)
+        self.sender.start()
+        self._lock = threading.Lock()
+        self._running: dict[str, threading.Event] = {}
+        self._pipeline = None
+        self._wake = threading.Event()
+        self._recover()
+        threading.Thread(target=self._scheduler, name="job-scheduler", daemon=True).start()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+    def ready(self) -> bool:
+        return True
+
+    def _recover(self) -> None:
+        """Jobs that were processing when the previous process stopped are re-queued (or failed)."""
+        for rec in self.store.jobs_by_status(["processing"]):
+            if rec.attempts >= MAX_INTERRUPTIONS:
+                self._finish(rec.job_id, "failed", error=("interrupted",
+                             f"the job was interrupted {rec.attempts} times by a restart of the service"))
+            else:
+                self.store.update_job(rec.job_id, status="queued", current_stage=None, progress=0.0,
+                                      started_at=None)
+
+    def _scheduler(self) -> None:
+        while True:
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            try:
+                self._start_queued()
+                self._enforce_deadlines()
+            except Exception:  # noqa: BLE001 - the scheduler must keep running
+                traceback.print_exc()
+
+    def _start_queued(self) -> None:
+        with self._lock:
+            free = self.max_concurrent - len(self._running)
+            if free <= 0:
+                return
+            for rec in self.store.jobs_by_status(["queued"])[:free]:
+                cancel = threading.Event()
+                self._running[rec.job_id] = cancel
+                now = utcnow()
+                self.store.update_job(rec.job_id, status="processing", started_at=now, current_stage=STAGES[0],
+                                      progress=0.0, attempts=rec.attempts + 1)
+                threading.Thread(target=self._run_job, args=(rec.job_id, cancel), daemon=True,
+                                 name=f"job-{rec.job_id}").start()
+
+    def _enforce_deadlines(self) -> None:
+        now = time.time()
+        with self._lock:
+            running = list(self._running.items())
+        for job_id, cancel in running:
+            rec = self.store.get_job(job_id)
+            if rec and rec.started_at and now - rec.started_at.timestamp() > self.deadline_s and not cancel.is_set():
+                cancel.deadline = True  # type: ignore[attr-defined]
+                cancel.set()
+
+    # ------------------------------------------------------------------------------------------ running
+    def _pipeline_instance(self):
+        if self._pipeline is None:
+            from actors.pipeline import Pipeline
+
+            self._pipeline = Pipeline()
+        return self._pipeline
+
+    def _run_job(self, job_id: str, cancel: threading.Event) -> None:
+        rec = self.store.get_job(job_id)
+        t0 = time.perf_counter()
+        out = self.data_dir / "outputs" / f"{job_id}.mp4"
+        last_write = [0.0, None]
+
+        def progress(stage: str, done: int, total: int) -> None:
+            if stage not in STAGE_WEIGHTS:
+                return
+            before = sum(STAGE_WEIGHTS[s] for s in STAGES[: STAGES.index(stage)])
+            pct = before + STAGE_WEIGHTS[stage] * (done / max(total, 1))
+            now = time.monotonic()
+            if stage != last_write[1] or now - last_write[0] > 0.3 or done == total:
+                last_write[0], last_write[1] = now, stage
+                self.store.update_job(job_id, current_stage=stage, progress=round(min(pct, 99.9), 2))
+
+        try:
+            src = self.store.get_video(rec.video_id, rec.owner)
+            tpl = self.store.get_video(rec.template_video_id, rec.owner)
+            if src is None or tpl is None:
+                raise ApiError(404, "video_missing", "an input video of this job no longer exists")
+            options = Options.model_validate(rec.options or {})
+            result = self._pipeline_instance().run(src.path, tpl.path, out, options, chunk_seconds=self.chunk_seconds,
+                                                   progress=progress, cancel=cancel)
+            self._finish(job_id, "completed", style=result.style.model_dump(mode="json"), output=str(out),
+                         timings=result.stage_seconds, elapsed=time.perf_counter() - t0)
+        except CancelledError:
+            if getattr(cancel, "deadline", False):
+                self._finish(job_id, "failed", error=("deadline_exceeded",
+                             f"the job ran longer than its deadline of {self.deadline_s:g} s"),
+                             elapsed=time.perf_counter() - t0)
+            else:
+                self._finish(job_id, "cancelled", elapsed=time.perf_counter() - t0)
+        except StylecastError as exc:
+            self._finish(job_id, "failed", error=(type(exc).__name__.replace("Error", "").lower() + "_error"
+                                                  if type(exc).__name__ != "StylecastError" else "job_error", str(exc)),
+                         elapsed=time.perf_counter() - t0)
+        except ApiError as exc:
+            self._finish(job_id, "failed", error=(exc.code, exc.message), elapsed=time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - a job failure must never take the manager down
+            traceback.print_exc()
+            self._finish(job_id, "failed", error=("internal_error", f"{type(exc).__name__}: {exc}"),
+                         elapsed=time.perf_counter() - t0)
+        finally:
+            with self._lock:
+                self._running.pop(job_id, None)
+            if out.exists() and self.store.get_job(job_id).status != "completed":
+                out.unlink(missing_ok=True)
+            self._wake.set()
+
+    def _finish(self, job_id: str, status: str, *, style=None, output=None, timings=None, elapsed=None,
+                error: tuple[str, str] | None = None) -> None:
+        now = utcnow()
+        fields = dict(status=status, completed_at=now, current_stage=None)
+        if status == "completed":
+            fields.update(progress=100.0, style_json=style, output_path=output, stage_timings=timings or {})
+        if error is not None:
+            fields.update(error_code=error[0], error_message=error[1])
+        if elapsed is not None:
+            fields.update(processing_time_seconds=round(elapsed, 3))
+        self.store.update_job(job_id, **fields)
+        rec = self.store.get_job(job_id)
+        if rec.webhook_url:
+            body = Envelope(success=True, message=f"job {status}",
+                            data=self.store.to_response(rec).model_dump(mode="json")).model_dump(mode="json")
+            self.sender.enqueue(job_id, rec.webhook_url, body)
+
+    # ------------------------------------------------------------------------------------------ API
+    def create_job(self, owner: str, body: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
+        """Validate and queue a job; returns (JobResponse as dict, created).  Raises ApiError."""
+        req = CreateJobRequest.model_validate(body)
+        if idempotency_key:
+            seen = self.store.get_idempotency(owner, idempotency_key)
+            if seen is not None:
+                if seen[0] != request_hash(body):
+                    raise ApiError(409, "idempotency_conflict",
+                                   "this Idempotency-Key was used with a different request body")
+                rec = self.store.get_job(seen[1], owner)
+                if rec is not None:
+                    return self.store.to_response(rec).model_dump(mode="json"), False
+        for vid, role in ((req.video_id, "video_id"), (req.template_video_id, "template_video_id")):
+            if self.store.get_video(vid, owner) is None:
+                raise ApiError(404, "video_not_found", f"{role} {vid!r} does not exist", {"field": role})
+        if req.webhook_url:
+            try:
+                check_webhook_url(req.webhook_url, self.allow_private_webhooks)
+            except ValueError as exc:
+                raise ApiError(422, "invalid_webhook_url", f"webhook_url refused: {exc}", {"field": "webhook_url"}) \
+                    from None
+        now = utcnow()
+        rec = JobRecord(job_id=f"job_{uuid.uuid4().hex[:20]}", owner=owner, status="queued", current_stage=None,
+                        progress=0.0, video_id=req.video_id, template_video_id=req.template_video_id,
+                        options=(req.options or Options()).model_dump(mode="json"), webhook_url=req.webhook_url,
+                        created_at=now, updated_at=now)
+        self.store.add_job(rec)
+        if idempotency_key:
+            self.store.put_idempotency(owner, idempotency_key, request_hash(body), rec.job_id)
+        self._wake.set()
+        return self.store.to_response(rec).model_dump(mode="json"), True
+
+    def cancel_job(self, owner: str, job_id: str) -> dict:
+        with self._lock:
+            rec = self.store.get_job(job_id, owner)
+            if rec is None:
+                raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
+            if rec.status in TERMINAL:
+                raise ApiError(409, "job_terminal", f"job {job_id} is already {rec.status}")
+            cancel = self._running.get(job_id)
+            if cancel is None:  # queued: never started
+                self._finish(job_id, "cancelled")
+        if cancel is not None:
+            cancel.set()
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and job_id in self._running:
+                time.sleep(0.05)
+        return self.store.to_response(self.store.get_job(job_id)).model_dump(mode="json")
+
+    def delete_video(self, owner: str, video_id: str) -> None:
+        rec = self.store.get_video(video_id, owner)
+        if rec is None:
+            raise ApiError(404, "video_not_found", f"video {video_id!r} does not exist")
+        if self.store.video_in_active_job(video_id):
+            raise ApiError(409, "video_in_use", f"video {video_id} is used by a queued or processing job")
+        self.store.delete_video(video_id, owner)
+        Path(rec.path).unlink(missing_ok=True)
+
+    def cube(self, owner: str, job_id: str) -> bytes:
+        from stylecast.color import write_cube
+        from stylecast.style import StyleJSON
+
+        rec = self.store.get_job(job_id, owner)
+        if rec is None:
+            raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
+        if rec.status != "completed" or not rec.style_json or not rec.style_json.get("color"):
+            raise ApiError(409, "no_look", f"job {job_id} has no extracted colour look (status {rec.status})")
+        style = StyleJSON.model_validate(rec.style_json)
+        buf = io.StringIO()
+        write_cube(style.color.look_lut.to_array(), buf, title=f"stylecast look of job {job_id}")
+        return buf.getvalue().encode()
+
+    def stats(self) -> dict:
+        with self._lock:
+            return {"running": list(self._running), "max_concurrent_jobs": self.max_concurrent}
+
+
+def get_or_create_job_manager(data_dir: str, **kwargs):
+    """The named, detached JobManager of this Ray namespace (created on first use)."""
+    from cluster.connect import NAMESPACE
+
+    return JobManager.options(name=JOB_MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
+                              get_if_exists=True).remote(
+        str(Path(data_dir).resolve()), **kwargs)
+
+
+__all__ = ["JobManager", "ApiError", "JOB_MANAGER_NAME", "get_or_create_job_manager", "ACTIVE"]

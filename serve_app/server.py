@@ -1,0 +1,74 @@
+"""``stylecast serve``: the embedded service — Ray, the JobManager and the Serve app in one command.
+
+With no address it starts an embedded Ray on this machine (SQLite and files under the data dir, no other
+server).  It stops cleanly on Ctrl-C / SIGINT / SIGTERM: the HTTP app is shut down and Ray stopped; job
+state stays on disk, so the next start picks it up.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import signal
+import sys
+import threading
+
+from serve_app.config import ServiceConfig
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost",):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def run_server(config: ServiceConfig, *, address: str | None = None, ready: threading.Event | None = None,
+               log=print) -> int:
+    import ray
+    from ray import serve
+
+    from cluster import connect
+    from serve_app.deployment import build_app
+
+    os.makedirs(config.data_dir, exist_ok=True)
+    stop = threading.Event()
+
+    def handle(signum, frame):  # noqa: ARG001
+        stop.set()
+
+    old: dict = {}
+    embedded = not (address or os.environ.get("RAY_ADDRESS"))
+    try:
+        connect(address)
+        # Installed after Ray started: ray.init puts in its own SIGTERM handler, which would kill us uncleanly.
+        old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        serve.start(http_options={"host": config.host, "port": config.port}, detached=not embedded)
+        serve.run(build_app(config), name="stylecast", route_prefix="/", blocking=False)
+        if stop.is_set():
+            return 0
+        if not config.api_keys:
+            where = "loopback only" if _is_loopback(config.host) else f"ALL interfaces on {config.host}"
+            log(f"stylecast: WARNING: no API keys configured (STYLECAST_API_KEYS): the API is open to anyone "
+                f"who can reach it ({where}).", file=sys.stderr)
+        log(f"stylecast: serving on http://{config.host}:{config.port} (docs at /docs), data in {config.data_dir}",
+            file=sys.stderr)
+        if ready is not None:
+            ready.set()
+        while not stop.wait(0.5):
+            pass
+        log("stylecast: shutting down …", file=sys.stderr)
+        return 0
+    finally:
+        # Embedded: stopping Ray stops everything it started (Serve's controller and proxy, the JobManager,
+        # the stage actors); serve.shutdown() first can wait a long time on draining, for nothing.
+        if not embedded:
+            try:
+                serve.delete("stylecast")
+            except Exception:  # noqa: BLE001
+                pass
+        if ray.is_initialized():
+            ray.shutdown()
+        for s, h in old.items():
+            signal.signal(s, h)
