@@ -55,7 +55,7 @@ class JobManager:
         secret = os.environ.get("STYLECAST_WEBHOOK_SECRET")
         key = parse_secret(secret) if secret else None
         kwargs = {"schedule_s": tuple(webhook_schedule_s)} if webhook_schedule_s else {}
-        self.sender = WebhookSender(self.store, key, **kwargs)
+        self.sender = WebhookSender(self.store, key, allow_private=allow_private_webhooks, **kwargs)
         self.sender.start()
         self._lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}
@@ -134,7 +134,8 @@ class JobManager:
             now = time.monotonic()
             if stage != last_write[1] or now - last_write[0] > 0.3 or done == total:
                 last_write[0], last_write[1] = now, stage
-                self.store.update_job(job_id, current_stage=stage, progress=round(min(pct, 99.9), 2))
+                self.store.update_job(job_id, only_if_status=("processing",), current_stage=stage,
+                                      progress=round(min(pct, 99.9), 2))
 
         try:
             src = self.store.get_video(rec.video_id, rec.owner)
@@ -180,7 +181,9 @@ class JobManager:
             fields.update(error_code=error[0], error_message=error[1])
         if elapsed is not None:
             fields.update(processing_time_seconds=round(elapsed, 3))
-        self.store.update_job(job_id, **fields)
+        # Only an active job can end: a late report must not overwrite a job that already ended.
+        if self.store.update_job(job_id, only_if_status=ACTIVE, **fields) is None:
+            return
         rec = self.store.get_job(job_id)
         if rec.webhook_url:
             body = Envelope(success=True, message=f"job {status}",
