@@ -1,0 +1,209 @@
+"""API benchmark: ``GET /api/v1/jobs/{job_id}`` under ``wrk -c32`` on loopback, side by side in one run:
+
+- the service with Ray Serve's default proxy,
+- the service with Ray Serve's HAProxy ingress (``--ingress haproxy``; Ray's bundled HAProxy),
+- the same FastAPI app on plain uvicorn (no Ray),
+
+plus the RSS growth of every process while a 1 GiB file is uploaded.  Targets: ≥ 1500 req/s and p99 ≤ 60 ms
+for the service; no process grows by more than 100 MiB during the upload.
+
+    python bench/bench_api.py [--duration 10] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(cmd: list[str], port: int, env: dict, ready_path: str = "/readyz", timeout: float = 120.0):
+    proc = subprocess.Popen(cmd, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}{ready_path}", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    stop(proc)
+    raise RuntimeError("server did not become ready")
+
+
+def stop(proc) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+    except Exception:  # noqa: BLE001
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+def wrk(url: str, duration: int, connections: int = 32) -> dict:
+    out = subprocess.run(["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url],
+                         capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+
+    def ms(label: str) -> float:
+        m = re.search(rf"{label}\s+([\d.]+)(us|ms|s)", out)
+        value, unit = float(m.group(1)), m.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    return {"rps": rps, "p50_ms": ms("50%"), "p99_ms": ms("99%"), "non_2xx": int(non2xx.group(1)) if non2xx else 0}
+
+
+def make_job(base: str) -> str:
+    """Upload two tiny clips and create a job; returns its id."""
+    from stylecast.synth_clip import ShotSpec, make_clip
+
+    d = Path(tempfile.mkdtemp())
+    a = make_clip(d / "a.mp4", [ShotSpec(frames=25, seed=1), ShotSpec(frames=25, seed=2)], width=160, height=90)
+    b = make_clip(d / "b.mp4", [ShotSpec(frames=12, seed=3), ShotSpec(frames=13, seed=4)], width=160, height=90)
+    ids = []
+    for clip in (a, b):
+        with open(clip.path, "rb") as fh:
+            r = httpx.post(f"{base}/api/v1/videos", files={"file": (clip.path.name, fh, "video/mp4")}, timeout=60)
+        ids.append(r.json()["data"]["video_id"])
+    r = httpx.post(f"{base}/api/v1/jobs", json={"video_id": ids[0], "template_video_id": ids[1]}, timeout=60)
+    job = r.json()["data"]["job_id"]
+    for _ in range(240):
+        if httpx.get(f"{base}/api/v1/jobs/{job}").json()["data"]["status"] in ("completed", "failed"):
+            break
+        time.sleep(0.5)
+    shutil.rmtree(d, ignore_errors=True)
+    return job
+
+
+def rss_by_pid() -> dict[int, int]:
+    out = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                m = re.search(r"VmRSS:\s+(\d+) kB", (p / "status").read_text())
+                if m:
+                    out[int(p.name)] = int(m.group(1)) * 1024
+            except OSError:
+                pass
+    return out
+
+
+def upload_rss(base: str, size: int) -> dict:
+    """Max RSS growth of any process (this one excluded) while ``size`` bytes are uploaded."""
+    before = rss_by_pid()
+    peak = dict(before)
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            for pid, rss in rss_by_pid().items():
+                peak[pid] = max(peak.get(pid, 0), rss)
+            time.sleep(0.1)
+
+    def body():
+        block = os.urandom(1024 * 1024)
+        boundary = b"benchboundary"
+        yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n' \
+            b"Content-Type: application/octet-stream\r\n\r\n"
+        for _ in range(size // len(block)):
+            yield block
+        yield b"\r\n--" + boundary + b"--\r\n"
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    start_t = time.perf_counter()
+    r = httpx.post(f"{base}/api/v1/videos", content=body(), timeout=600,
+                   headers={"content-type": "multipart/form-data; boundary=benchboundary"})
+    elapsed = time.perf_counter() - start_t
+    done.set()
+    t.join()
+    me = os.getpid()
+    growth = {pid: peak[pid] - before.get(pid, peak[pid]) for pid in peak if pid != me and pid in before}
+    worst = max(growth, key=growth.get)
+    return {"bytes": size, "status": r.status_code, "seconds": elapsed, "max_growth_mib": growth[worst] / 2**20,
+            "worst_pid_cmd": (Path(f"/proc/{worst}/cmdline").read_bytes().replace(b"\0", b" ")[:80].decode()
+                              if Path(f"/proc/{worst}").exists() else str(worst))}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--duration", type=int, default=10, help="seconds of wrk load per configuration")
+    ap.add_argument("--upload-mib", type=int, default=1024)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if not shutil.which("wrk"):
+        print("wrk is not installed (apt-get install wrk)", file=sys.stderr)
+        return 2
+    data = tempfile.mkdtemp(prefix="stylecast-bench-api-")
+    env = {"STYLECAST_MAX_UPLOAD_BYTES": str(2 * 1024**3)}
+    results: dict = {}
+    port = free_port()
+    serve = [sys.executable, "-m", "stylecast.cli", "serve", "--port", str(port), "--data-dir", data]
+    proc = start(serve + ["--ingress", "default"], port, env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        job = make_job(base)
+        url = f"{base}/api/v1/jobs/{job}"
+        results["serve_default_proxy"] = wrk(url, args.duration)
+        results["upload"] = upload_rss(base, args.upload_mib * 1024 * 1024)
+    finally:
+        stop(proc)
+    port = free_port()
+    serve[4] = str(port)
+    proc = start(serve + ["--ingress", "haproxy"], port, env)
+    try:
+        results["serve_haproxy"] = wrk(f"http://127.0.0.1:{port}/api/v1/jobs/{job}", args.duration)
+    finally:
+        stop(proc)
+    port = free_port()
+    proc = start([sys.executable, "-m", "serve_app.standalone", "--data-dir", data, "--port", str(port)], port, {},
+                 ready_path="/healthz")
+    try:
+        results["plain_uvicorn"] = wrk(f"http://127.0.0.1:{port}/api/v1/jobs/{job}", args.duration)
+    finally:
+        stop(proc)
+    shutil.rmtree(data, ignore_errors=True)
+    print(f"GET /api/v1/jobs/{{id}}, wrk -t2 -c32 -d{args.duration}s on loopback ({os.cpu_count()} cores)")
+    print(f"{'configuration':<24}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
+    for name in ("serve_haproxy", "serve_default_proxy", "plain_uvicorn"):
+        r = results[name]
+        print(f"{name:<24}{r['rps']:>10.0f}{r['p50_ms']:>10.1f}{r['p99_ms']:>10.1f}{r['non_2xx']:>9}")
+    best = results["serve_haproxy"]
+    print(f"target (service): >= 1500 req/s and p99 <= 60 ms: "
+          f"{'met' if best['rps'] >= 1500 and best['p99_ms'] <= 60 else 'NOT met'}")
+    u = results["upload"]
+    print(f"upload of {u['bytes'] / 2**30:.2f} GiB: HTTP {u['status']} in {u['seconds']:.1f} s; largest RSS growth "
+          f"of any process {u['max_growth_mib']:.1f} MiB ({u['worst_pid_cmd']}); target <= 100 MiB")
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
