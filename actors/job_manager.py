@@ -263,6 +263,44 @@ class JobManager:
         write_cube(style.color.look_lut.to_array(), buf, title=f"stylecast look of job {job_id}")
         return buf.getvalue().encode()
 
+    def register_video(self, owner: str, path: str, filename: str | None = None) -> dict:
+        """Register a video file that is already on the cluster's storage (no copy: the record keeps ``path``);
+        probed like an upload.  Returns the VideoResponse as a dict.  Used by `actors.client.submit_job`."""
+        from serve_app.store import VideoRecord
+        from stylecast.errors import MediaError
+        from stylecast.media.probe import probe
+
+        if not os.path.isabs(path):
+            raise ApiError(422, "invalid_path", f"{path}: the path must be absolute (as the cluster sees it)",
+                           {"field": "path"})
+        if not os.path.isfile(path):
+            raise ApiError(422, "invalid_video", f"{path}: no such file on the cluster's storage", {"field": "path"})
+        try:
+            info = probe(path)
+        except MediaError as exc:
+            raise ApiError(422, "invalid_video", str(exc), {"field": "path"}) from None
+        rec = VideoRecord(video_id=f"vid_{uuid.uuid4().hex[:20]}", owner=owner, filename=filename or Path(path).name,
+                          path=path, size=os.path.getsize(path), duration=info.duration_s, fps=info.fps,
+                          width=info.display_width, height=info.display_height, has_audio=info.audio is not None,
+                          created_at=utcnow())
+        self.store.add_video(rec)
+        return rec.to_response().model_dump(mode="json")
+
+    def get_job(self, owner: str, job_id: str) -> dict:
+        """The JobResponse as a dict (ApiError 404 when missing)."""
+        rec = self.store.get_job(job_id, owner)
+        if rec is None:
+            raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
+        return self.store.to_response(rec).model_dump(mode="json")
+
+    def get_result(self, owner: str, job_id: str) -> dict:
+        """The JobDetailResponse as a dict (ApiError 404 when missing)."""
+        rec = self.store.get_job(job_id, owner)
+        if rec is None:
+            raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
+        url = f"/api/v1/jobs/{job_id}/output" if rec.status == "completed" else None
+        return self.store.to_detail(rec, url).model_dump(mode="json")
+
     def stats(self) -> dict:
         with self._lock:
             return {"running": list(self._running), "max_concurrent_jobs": self.max_concurrent}

@@ -207,7 +207,129 @@ def cmd_serve(args) -> int:
                                         max_concurrent_jobs=args.max_concurrent_jobs)
     except ValueError as exc:
         raise StylecastError(f"invalid service configuration: {exc}") from None
-    return run_server(config, address=args.address)
+    return run_server(config, address=args.address, ingress=args.ingress)
+
+
+# ------------------------------------------------------------------------------------------------ API client
+def _client(args):
+    from stylecast.sdk import Client
+
+    return Client(args.server, api_key=args.api_key or None)
+
+
+def _print_json(data) -> None:
+    json.dump(data, sys.stdout, indent=2)
+    sys.stdout.write("\n")
+
+
+def _bytes_bar(progress: ProgressPrinter, stage: str):
+    return lambda done, total: progress(stage, done, total)
+
+
+def cmd_submit(args) -> int:
+    """Upload both videos, create the job; with --wait (or -o) follow it and download the output."""
+    from stylecast.options import parse_options
+
+    body_options = None
+    if args.options:
+        parse_options(args.options)  # a clear error before any upload
+        text = Path(args.options[1:]).read_text() if args.options.startswith("@") else args.options
+        body_options = json.loads(text)
+    out = _check_output(args.output, [args.source, args.template]) if args.output else None
+    for path in (args.source, args.template):
+        p = Path(path)
+        if not p.is_file():
+            raise StylecastError(f"{path}: {'not a file' if p.exists() else 'no such file'}")
+    wait = args.wait or out is not None
+    progress = ProgressPrinter(enabled=not args.quiet)
+    with _client(args) as client:
+        src = client.upload(args.source, progress=_bytes_bar(progress, "upload source"))
+        tpl = client.upload(args.template, progress=_bytes_bar(progress, "upload template"))
+        progress.finish()
+        job = client.create_job(src["video_id"], tpl["video_id"], options=body_options, webhook_url=args.webhook_url,
+                                idempotency_key=args.idempotency_key)
+        if not wait:
+            _print_json(job)
+            return 0
+        if not args.quiet:
+            print(f"job {job['job_id']} queued", file=sys.stderr)
+        job = client.wait(job["job_id"], poll_s=args.poll,
+                          progress=lambda stage, pct: progress(stage, int(round(pct)), 100))
+        progress.finish()
+        if job["status"] != "completed":
+            detail = client.result(job["job_id"])
+            _print_json(job)
+            error = detail.get("error") or {}
+            reason = f": {error.get('code')}: {error.get('message')}" if error else ""
+            raise StylecastError(f"job {job['job_id']} {job['status']}{reason}")
+        if out is not None:
+            client.download(job["job_id"], out, progress=_bytes_bar(progress, "download"))
+            progress.finish()
+            job = {**job, "output": str(out)}
+        _print_json(job)
+    return 0
+
+
+def cmd_status(args) -> int:
+    with _client(args) as client:
+        _print_json(client.get_job(args.job_id))
+    return 0
+
+
+def cmd_result(args) -> int:
+    with _client(args) as client:
+        _print_json(client.result(args.job_id))
+    return 0
+
+
+def cmd_list(args) -> int:
+    with _client(args) as client:
+        _print_json(client.list_jobs(page=args.page, page_size=args.page_size, status=args.status))
+    return 0
+
+
+def cmd_cancel(args) -> int:
+    with _client(args) as client:
+        _print_json(client.cancel(args.job_id))
+    return 0
+
+
+def _add_client_commands(sub) -> None:
+    """submit / status / result / list / cancel: the REST API through `stylecast.sdk`."""
+    import os
+
+    def server_args(p):
+        p.add_argument("--server", metavar="URL", default=os.environ.get("STYLECAST_SERVER") or "http://127.0.0.1:8000",
+                       help="the stylecast service (default: $STYLECAST_SERVER or http://127.0.0.1:8000)")
+        p.add_argument("--api-key", metavar="K", default=os.environ.get("STYLECAST_API_KEY"),
+                       help="API key (default: $STYLECAST_API_KEY)")
+
+    p = sub.add_parser("submit", help="upload a source and a template to a stylecast server and create a job")
+    p.add_argument("source")
+    p.add_argument("template")
+    p.add_argument("--options", metavar="JSON|@file", help="job options as JSON, or @path to a JSON file")
+    p.add_argument("--webhook-url", metavar="U", help="POSTed the job when it ends")
+    p.add_argument("--idempotency-key", metavar="KEY", help="retrying with the same key returns the same job")
+    p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    p.add_argument("-o", "--output", metavar="OUT.mp4", help="download the output here (implies --wait)")
+    p.add_argument("--poll", type=_positive_float, default=1.0, metavar="S", help="poll interval with --wait")
+    server_args(p)
+    p.set_defaults(func=cmd_submit)
+
+    for name, func, text in (("status", cmd_status, "print a job (status, stage, progress) as JSON"),
+                             ("result", cmd_result, "print a job's result (StyleJSON, error, timings) as JSON"),
+                             ("cancel", cmd_cancel, "cancel a queued or processing job")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("job_id", metavar="JOB_ID")
+        server_args(p)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("list", help="list jobs as JSON, newest first")
+    p.add_argument("--page", type=int, default=1)
+    p.add_argument("--page-size", type=int, default=20)
+    p.add_argument("--status", choices=("queued", "processing", "completed", "failed", "cancelled"))
+    server_args(p)
+    p.set_defaults(func=cmd_list)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -265,6 +387,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default="stylecast-data", help="SQLite database, uploads and outputs")
     p.add_argument("--max-concurrent-jobs", type=int, default=None)
     p.add_argument("--address", metavar="ADDR", help="serve from an existing Ray cluster instead of an embedded one")
+    p.add_argument("--ingress", choices=("auto", "haproxy", "default"), default="auto",
+                   help="HTTP ingress: Ray Serve's HAProxy (fast; binds all interfaces) or its default proxy; "
+                        "auto = HAProxy when available and --host is not loopback")
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("schema", help="print the StyleJSON v1 JSON Schema")
@@ -277,6 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
     chunk_arg(p)
     ray_args(p)
     p.set_defaults(func=cmd_demo)
+    _add_client_commands(sub)
     return parser
 
 

@@ -1,0 +1,266 @@
+"""A small Python client for the stylecast REST API (``stylecast serve``).
+
+    from stylecast.sdk import Client
+
+    with Client("http://127.0.0.1:8000", api_key="...") as c:
+        src = c.upload("source.mp4")
+        tpl = c.upload("template.mp4")
+        job = c.create_job(src["video_id"], tpl["video_id"], options={"max_duration_s": 10})
+        job = c.wait(job["job_id"], progress=lambda stage, pct: print(stage, pct))
+        if job["status"] == "completed":
+            c.download(job["job_id"], "out.mp4")
+
+Every method returns the ``data`` of the server's envelope.  A refused request raises `ApiError` (HTTP status,
+the error code and the server's message); a server that cannot be reached raises `ServerUnreachable` (an
+`ApiError` with status 0).  Uploads are streamed from disk and downloads streamed to disk: neither is held in
+memory, and a download appears at its path only when complete.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from stylecast.errors import StylecastError
+
+API = "/api/v1"
+DEFAULT_SERVER = "http://127.0.0.1:8000"
+TERMINAL = ("completed", "failed", "cancelled")
+CHUNK = 1024 * 1024
+
+BytesProgress = Callable[[int, int], None]
+"""Called with (bytes done, bytes total) as a transfer proceeds."""
+StageProgress = Callable[[str, float], None]
+"""Called with (stage, progress 0-100) whenever a job's stage or progress changes."""
+
+
+class ApiError(StylecastError):
+    """A request the server refused: ``status`` (HTTP), ``code`` (machine-readable) and ``message``."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.detail = status, code, message, detail
+
+    def __repr__(self) -> str:
+        return f"ApiError(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+class ServerUnreachable(ApiError):
+    """No connection to the server (refused, DNS, connect timeout): ``status`` is 0."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        super().__init__(0, "unreachable", f"the stylecast server is unreachable at {url}: {reason}")
+        self.url = url
+
+
+class Client:
+    def __init__(self, base_url: str = DEFAULT_SERVER, api_key: str | None = None, timeout: float = 60.0) -> None:
+        self.base_url = base_url.rstrip("/")
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._http = httpx.Client(base_url=self.base_url, headers=headers,
+                                  timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)))
+
+    # ------------------------------------------------------------------------------------------ plumbing
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _transport_error(self, exc: httpx.TransportError) -> ApiError:
+        if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)):
+            return ServerUnreachable(self.base_url, str(exc) or type(exc).__name__)
+        return ApiError(0, "transport_error", f"request to {self.base_url} failed: {type(exc).__name__}: {exc}")
+
+    @staticmethod
+    def _error(resp: httpx.Response) -> ApiError:
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and body.get("success") is False:
+            error = body.get("error") or {}
+            return ApiError(resp.status_code, error.get("code") or "http_error",
+                            body.get("message") or f"HTTP {resp.status_code}", error.get("detail"))
+        text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else resp.reason_phrase
+        return ApiError(resp.status_code, "http_error", f"HTTP {resp.status_code}: {text}")
+
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        if resp.status_code >= 400:
+            raise self._error(resp)
+        return resp
+
+    def _data(self, method: str, path: str, **kwargs) -> Any:
+        resp = self._request(method, path, **kwargs)
+        try:
+            body = resp.json()
+        except ValueError:
+            raise ApiError(resp.status_code, "bad_response", f"the server sent no JSON for {method} {path}") from None
+        if not isinstance(body, dict) or "data" not in body:
+            raise ApiError(resp.status_code, "bad_response", f"the server sent no envelope for {method} {path}")
+        return body["data"]
+
+    # ------------------------------------------------------------------------------------------ health
+    def ready(self) -> bool:
+        """True when the service answers /readyz with 200."""
+        try:
+            self._request("GET", "/readyz")
+        except ApiError:
+            return False
+        return True
+
+    # ------------------------------------------------------------------------------------------ videos
+    def upload(self, path: str | os.PathLike, progress: BytesProgress | None = None) -> dict:
+        """Upload a video (streamed from disk as multipart ``file``); returns the VideoResponse."""
+        path = Path(path)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise StylecastError(f"{path}: {exc.strerror}") from None
+        if not path.is_file():
+            raise StylecastError(f"{path}: not a file")
+        boundary = uuid.uuid4().hex
+        name = path.name.replace("\\", "_").replace('"', "_").replace("\r", "_").replace("\n", "_") or "upload"
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+                f"Content-Type: application/octet-stream\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        def body() -> Iterator[bytes]:
+            sent = 0
+            yield head
+            with open(path, "rb") as fh:
+                while chunk := fh.read(CHUNK):
+                    yield chunk
+                    sent += len(chunk)
+                    if progress is not None:
+                        progress(sent, size)
+            if progress is not None and size == 0:
+                progress(0, 0)
+            yield tail
+
+        headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
+                   "Content-Length": str(len(head) + size + len(tail))}
+        return self._data("POST", f"{API}/videos", content=body(), headers=headers)
+
+    def get_video(self, video_id: str) -> dict:
+        return self._data("GET", f"{API}/videos/{video_id}")
+
+    def list_videos(self, page: int = 1, page_size: int = 20) -> dict:
+        return self._data("GET", f"{API}/videos", params={"page": page, "page_size": page_size})
+
+    def delete_video(self, video_id: str) -> None:
+        self._data("DELETE", f"{API}/videos/{video_id}")
+
+    # ------------------------------------------------------------------------------------------ jobs
+    def create_job(self, video_id: str, template_video_id: str, options: dict | None = None,
+                   webhook_url: str | None = None, idempotency_key: str | None = None) -> dict:
+        """Queue a job; returns its JobResponse (the existing job when the Idempotency-Key was seen before)."""
+        body: dict[str, Any] = {"video_id": video_id, "template_video_id": template_video_id}
+        if options is not None:
+            body["options"] = options.model_dump(mode="json", exclude_unset=True) \
+                if hasattr(options, "model_dump") else options
+        if webhook_url is not None:
+            body["webhook_url"] = webhook_url
+        headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
+        return self._data("POST", f"{API}/jobs", json=body, headers=headers)
+
+    def get_job(self, job_id: str) -> dict:
+        """The JobResponse: status, current_stage, progress, …"""
+        return self._data("GET", f"{API}/jobs/{job_id}")
+
+    def result(self, job_id: str) -> dict:
+        """The JobDetailResponse: the job plus style_json, output_url, error, timings."""
+        return self._data("GET", f"{API}/jobs/{job_id}/result")
+
+    def list_jobs(self, page: int = 1, page_size: int = 20, status: str | None = None) -> dict:
+        """One page: ``{items, page, page_size, total, pages}``, newest first."""
+        params: dict[str, Any] = {"page": page, "page_size": page_size}
+        if status is not None:
+            params["status"] = status
+        return self._data("GET", f"{API}/jobs", params=params)
+
+    def cancel(self, job_id: str) -> dict:
+        return self._data("POST", f"{API}/jobs/{job_id}/cancel")
+
+    def wait(self, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
+             progress: StageProgress | None = None) -> dict:
+        """Poll until the job is completed, failed or cancelled; returns the final JobResponse.
+
+        ``progress(stage, pct)`` is called whenever the stage or the progress changes.  Raises `TimeoutError`
+        after ``timeout_s`` (the job keeps running)."""
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        last: tuple[str | None, float] = (None, 0.0)
+        while True:
+            job = self.get_job(job_id)
+            stage, pct = job.get("current_stage"), float(job.get("progress") or 0.0)
+            if job["status"] in TERMINAL:
+                # The final record has no stage: close the last bar at 100 % when the job completed.
+                if progress is not None and job["status"] == "completed" and last[0] and last[1] < 100.0:
+                    progress(last[0], 100.0)
+                return job
+            if progress is not None and stage is not None and (stage, pct) != last:
+                progress(stage, pct)
+            if stage is not None:
+                last = (stage, pct)
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError(f"job {job_id} is still {job['status']} after {timeout_s:g} s")
+            time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - time.monotonic())))
+
+    def download(self, job_id: str, path: str | os.PathLike, progress: BytesProgress | None = None) -> Path:
+        """Stream a completed job's MP4 to ``path`` (via a temporary file in the same folder, then renamed:
+        nothing is left at ``path`` if the download fails).  Returns the path."""
+        out = Path(path)
+        if out.is_dir():
+            raise StylecastError(f"{out}: is a directory")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                try:
+                    with self._http.stream("GET", f"{API}/jobs/{job_id}/output") as resp:
+                        if resp.status_code >= 400:
+                            resp.read()
+                            raise self._error(resp)
+                        total = int(resp.headers.get("content-length") or 0)
+                        done = 0
+                        for chunk in resp.iter_bytes(CHUNK):
+                            fh.write(chunk)
+                            done += len(chunk)
+                            if progress is not None:
+                                progress(done, total)
+                except httpx.TransportError as exc:
+                    raise self._transport_error(exc) from None
+                if total and done != total:
+                    raise ApiError(0, "incomplete_download", f"the download of job {job_id} ended after {done} "
+                                                             f"of {total} bytes")
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return out
+
+    def style_cube(self, job_id: str) -> str:
+        """The job's colour look as an Adobe/Resolve .cube LUT (text)."""
+        return self._request("GET", f"{API}/jobs/{job_id}/style.cube").text
+
+    def webhook_deliveries(self, job_id: str) -> list[dict]:
+        """Every attempt to deliver the job's webhook, oldest first."""
+        return self._data("GET", f"{API}/jobs/{job_id}/webhook-deliveries")
+
+
+__all__ = ["Client", "ApiError", "ServerUnreachable", "DEFAULT_SERVER", "TERMINAL"]
