@@ -247,7 +247,14 @@ class JobManager:
         if self.store.video_in_active_job(video_id):
             raise ApiError(409, "video_in_use", f"video {video_id} is used by a queued or processing job")
         self.store.delete_video(video_id, owner)
-        Path(rec.path).unlink(missing_ok=True)
+        # Only files that uploads put under the data dir are ours to delete; a video registered in place
+        # (actors.client.submit_job) is the researcher's own file and stays.
+        path = Path(rec.path).resolve()
+        uploads = (self.data_dir / "videos").resolve()
+        if uploads in path.parents:
+            path.unlink(missing_ok=True)
+            if path.parent != uploads and not any(path.parent.iterdir()):
+                path.parent.rmdir()
 
     def cube(self, owner: str, job_id: str) -> bytes:
         from stylecast.color import write_cube
