@@ -317,3 +317,11 @@ def test_ray_client_submits_straight_to_the_job_manager(server, client, clips, t
     assert video["filename"] == "src.mp4" and video["size"] == clips[0].stat().st_size
     mp4 = client.download(job_id, tmp_path / "ray.mp4")
     assert 1.5 <= probe(mp4).duration_s <= 2.1
+
+    # Deleting a video registered in place removes the record, never the researcher's own file.
+    template_id = out["final"]["template_video_id"]
+    before = clips[1].read_bytes()
+    client.delete_video(template_id)
+    assert clips[1].exists() and clips[1].read_bytes() == before
+    with pytest.raises(Exception):
+        client.get_video(template_id)
