@@ -44,8 +44,8 @@ def make_inputs(seconds: float) -> tuple[Path, Path]:
     return source, template
 
 
-def _make_source(path: Path, seconds: float) -> None:
-    """Stream 1080p30 frames straight into the encoder (never all in memory)."""
+def _make_source(path: Path, seconds: float, width: int = 1920, height: int = 1080) -> None:
+    """Stream 30 fps frames (1080p by default) straight into the encoder (never all in memory)."""
     import cv2
 
     from stylecast.media.decode import iter_frames
@@ -56,20 +56,22 @@ def _make_source(path: Path, seconds: float) -> None:
     n = int(seconds * 30)
     real = SHARED / "pyscenedetect" / "testvideo.mp4"
     video = path.with_name(".video.mp4")
-    with SegmentEncoder(video, 1920, 1080, 30.0, crf=18, preset="veryfast") as enc:
+    with SegmentEncoder(video, width, height, 30.0, crf=18, preset="veryfast") as enc:
         written = 0
         if real.exists():
             while written < n:  # loop the clip if it is shorter than asked
                 for f in iter_frames(real, 0.0, None, size=(1280, 720)):
-                    enc.write(cv2.resize(f.rgb, (1920, 1080), interpolation=cv2.INTER_CUBIC))
+                    enc.write(cv2.resize(f.rgb, (width, height), interpolation=cv2.INTER_CUBIC))
                     written += 1
                     if written == n:
                         break
         else:
             for k in range(4):
                 count = n // 4 if k < 3 else n - 3 * (n // 4)
-                for f in render_shot(ShotSpec(frames=count, seed=k, pan_x=0.03 * (k - 1.5)), 30.0, 1920, 1080):
-                    enc.write(f)
+                for start in range(0, count, 30):  # one continuous take, rendered 1 s at a time
+                    spec = ShotSpec(frames=min(30, count - start), seed=k, pan_x=0.03 * (k - 1.5), t0=start / 30.0)
+                    for f in render_shot(spec, 30.0, width, height):
+                        enc.write(f)
     audio, _ = drum_track(110, n / 30.0, 48000, level_dbfs=-20)
     join_segments([video], path, audio=audio)
     video.unlink()

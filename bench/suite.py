@@ -1,0 +1,700 @@
+"""The benchmark suite: runs every benchmark of the project and writes ``results.json`` and ``REPORT.md``.
+
+    bench/run [--quick] [--only e2e,profile,kernels,cluster,api] [--out DIR]
+    python -m bench  (the same)
+
+Benchmarks:
+
+- ``e2e``: a source with audio (1080p30, 20 s; 3 s with ``--quick``) generated here and a template.  The
+  colour-only ``stylecast run`` process (start-up included) alternated with ``ffmpeg lut3d`` (the .cube that
+  ``stylecast extract --cube`` wrote for the template) and with the plain ``ffmpeg`` x264 transcode floor, then
+  the full style job (per-stage ``stage_seconds``); peak RSS of each job's whole process tree sampled every
+  100 ms from /proc.
+- ``profile``: the colour-only job under ``py-spy record --format raw``; top functions by own and total samples.
+- ``kernels``, ``cluster``, ``api``: ``bench_kernels.py``, ``bench_cluster.py``, ``bench_api.py`` run as
+  subprocesses with ``--json``.
+
+Every figure in the outputs comes from this run on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections import Counter
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+CACHE = BENCH / ".cache"
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+COLOUR_ONLY = {"transfer": {"pacing": False, "motion": False, "transitions": False},
+               "output": {"preset": "veryfast", "crf": 20}}
+FULL_STYLE = {"output": {"preset": "veryfast", "crf": 20}}
+ALL = ("e2e", "profile", "kernels", "cluster", "api")
+GIB = 2**30
+
+MODES = {
+    # seconds/width/height: the source; template: which generated template; reps: A/B/C alternations
+    "full": dict(seconds=20, width=1920, height=1080, template="full", reps=3, full_reps=2, kernel_frames=10,
+                 cluster_seconds=20, api_duration=10, upload_mib=1024,
+                 api_configs="serve_haproxy,serve_default_proxy,plain_uvicorn", only=ALL),
+    "quick": dict(seconds=3, width=1920, height=1080, template="short", reps=2, full_reps=1, kernel_frames=3,
+                  cluster_seconds=2, api_duration=2, upload_mib=64, api_configs="serve_haproxy", only=ALL),
+    # for the test suite: minimal inputs, the quick benchmarks only
+    "tiny": dict(seconds=1, width=320, height=180, template="tiny", reps=1, full_reps=1, kernel_frames=1,
+                 cluster_seconds=2, api_duration=1, upload_mib=0, api_configs="serve_haproxy",
+                 only=("e2e",)),
+}
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+def stats(values: list[float]) -> dict:
+    values = [float(v) for v in values]
+    return {"values": values, "n": len(values), "median": statistics.median(values) if values else None,
+            "min": min(values) if values else None, "max": max(values) if values else None}
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def stylecast_cmd() -> list[str]:
+    script = Path(sys.executable).parent / "stylecast"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "stylecast.cli"]
+
+
+def _proc_table() -> dict[int, tuple[int, int]]:
+    """pid -> (ppid, VmRSS bytes) for every process we can read."""
+    table = {}
+    for p in Path("/proc").iterdir():
+        if not p.name.isdigit():
+            continue
+        try:
+            text = (p / "status").read_text()
+        except OSError:
+            continue
+        pp = re.search(r"^PPid:\s+(\d+)", text, re.M)
+        rss = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
+        if pp:
+            table[int(p.name)] = (int(pp.group(1)), int(rss.group(1)) * 1024 if rss else 0)
+    return table
+
+
+class TreeRSS:
+    """Samples the summed VmRSS of a process and all its descendants every ``interval`` s; keeps the peak."""
+
+    def __init__(self, pid: int, interval: float = 0.1):
+        self.pid, self.interval = pid, interval
+        self.peak, self.peak_procs, self.samples = 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            table = _proc_table()
+            children: dict[int, list[int]] = {}
+            for pid, (ppid, _) in table.items():
+                children.setdefault(ppid, []).append(pid)
+            tree, todo = [], [self.pid]
+            while todo:
+                pid = todo.pop()
+                if pid in table:
+                    tree.append(pid)
+                    todo.extend(children.get(pid, []))
+            total = sum(table[p][1] for p in tree)
+            if total > self.peak:
+                self.peak, self.peak_procs = total, len(tree)
+            self.samples += 1
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def timed(cmd: list[str], cwd: Path, label: str) -> dict:
+    """Run ``cmd`` to completion; wall time of the whole process, peak RSS of its process tree, its stdout."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    with TreeRSS(proc.pid) as rss:
+        out, err = proc.communicate()
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{label} failed (exit {proc.returncode}): {err.strip()[-1500:]}")
+    log(f"{label}: {wall:.2f} s, peak tree RSS {rss.peak / 2**20:.0f} MiB")
+    return {"label": label, "wall_s": wall, "peak_rss_bytes": rss.peak, "peak_rss_procs": rss.peak_procs,
+            "rss_samples": rss.samples, "stdout": out}
+
+
+def _json_from(stdout: str) -> dict:
+    return json.loads(stdout[stdout.index("{"):])
+
+
+# ---------------------------------------------------------------------------------------- machine, versions
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        m = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        cpu = m.group(1).strip() if m else cpu
+    except OSError:
+        pass
+    mem = None
+    try:
+        m = re.search(r"MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text())
+        mem = int(m.group(1)) * 1024 / GIB if m else None
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "cores_available": len(os.sched_getaffinity(0)),
+            "memory_gib": mem, "platform": platform.platform(), "hostname": platform.node(),
+            "loadavg_start": list(os.getloadavg())}
+
+
+def _x264_tag(data: bytes) -> str | None:
+    m = re.search(rb"x264 - core (\d+)( r\d+ \w+)?", data)
+    return m.group(0).decode() if m else None
+
+
+def versions() -> dict:
+    v = {"python": platform.python_version()}
+    for pkg in ("numpy", "numba", "av", "ray", "opencv-python-headless", "matplotlib", "imageio-ffmpeg", "py-spy"):
+        try:
+            v[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            v[pkg] = None
+    # x264 as linked into PyAV (what stylecast encodes with): its version string is in the stream's SEI
+    try:
+        import io
+
+        import av
+        import numpy as np
+
+        buf = io.BytesIO()
+        with av.open(buf, "w", format="h264") as c:
+            s = c.add_stream("libx264", rate=30)
+            s.width, s.height, s.pix_fmt = 64, 64, "yuv420p"
+            for k in range(2):
+                frame = av.VideoFrame.from_ndarray(np.full((64, 64, 3), 40 * k, np.uint8), format="rgb24")
+                for pkt in s.encode(frame):
+                    c.mux(pkt)
+            for pkt in s.encode():
+                c.mux(pkt)
+        v["x264_pyav"] = _x264_tag(buf.getvalue())
+    except Exception as exc:  # noqa: BLE001
+        v["x264_pyav"] = f"unknown ({exc})"
+    try:
+        exe = ffmpeg_exe()
+        first = subprocess.run([exe, "-version"], capture_output=True, text=True).stdout.splitlines()[0]
+        v["ffmpeg"] = first.split(" Copyright")[0].removeprefix("ffmpeg version ")
+        data = subprocess.run([exe, "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x64:rate=30", "-frames:v",
+                               "2", "-c:v", "libx264", "-f", "h264", "-"], capture_output=True).stdout
+        v["x264_ffmpeg"] = _x264_tag(data)
+    except Exception as exc:  # noqa: BLE001
+        v["ffmpeg"] = f"unknown ({exc})"
+    return v
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+def make_source(seconds: float, width: int, height: int) -> Path:
+    from bench.bench_cluster import _make_source
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    name = (f"source_1080p30_{int(seconds)}s.mp4" if (width, height) == (1920, 1080)
+            else f"source_{width}x{height}p30_{int(seconds)}s.mp4")
+    path = CACHE / name
+    if not path.exists():
+        log(f"generating source {name}")
+        tmp = path.with_name(f".tmp-{name}")
+        _make_source(tmp, seconds, width, height)
+        tmp.rename(path)
+    return path
+
+
+def make_template(kind: str) -> Path:
+    from stylecast.synth_clip import EditSpec, ShotSpec, make_clip, teal_orange
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if kind == "full":  # the same template as bench_cluster.py
+        path, n, size = CACHE / "template_720p.mp4", 16, (640, 360)
+    elif kind == "short":
+        path, n, size = CACHE / "template_short_640x360.mp4", 8, (640, 360)
+    else:
+        path, n, size = CACHE / "template_tiny_160x90.mp4", 3, (160, 90)
+    if not path.exists():
+        log(f"generating template {path.name}")
+        frames = (lambda k: 15 if k % 3 else 30) if kind != "tiny" else (lambda k: 10)
+        shots = [ShotSpec(frames=frames(k), seed=40 + k, pan_x=0.2 if k % 2 else 0.0,
+                          zoom_rate=0.3 if k % 3 == 1 else 0.0) for k in range(n)]
+        edits = [EditSpec("dissolve", 8 if kind != "tiny" else 4) if k == min(7, n - 2) else EditSpec()
+                 for k in range(n - 1)]
+        tmp = path.with_name(f".tmp-{path.name}")
+        make_clip(tmp, shots, edits, fps=30.0, width=size[0], height=size[1], grade=teal_orange, bpm=120)
+        tmp.rename(path)
+    return path
+
+
+def describe(path: Path) -> dict:
+    from stylecast.media.probe import probe
+
+    p = probe(path)
+    d = {"file": str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path),
+         "bytes": path.stat().st_size}
+    d.update(width=p.display_width, height=p.display_height, fps=p.fps, duration_s=p.duration_s,
+             frame_count=p.frame_count, video_codec=p.video_codec, has_audio=p.audio is not None,
+             audio=f"{p.audio.codec} {p.audio.sample_rate} Hz {p.audio.channels} ch" if p.audio else None)
+    return d
+
+
+# ------------------------------------------------------------------------------------------- benchmarks
+def bench_e2e(cfg: dict, work: Path) -> dict:
+    source, template = make_source(cfg["seconds"], cfg["width"], cfg["height"]), make_template(cfg["template"])
+    ff = ffmpeg_exe()
+    sc = stylecast_cmd()
+    res: dict = {"source": describe(source), "template": describe(template), "reps": cfg["reps"], "runs": []}
+    ext = timed(sc + ["-q", "extract", str(template), "-o", "style.json", "--cube", "look.cube"], work, "extract")
+    res["extract_wall_s"] = ext["wall_s"]
+    cube = work / "look.cube"
+    res["cube_bytes"] = cube.stat().st_size
+    colour = sc + ["-q", "run", str(source), str(template), "-o", "colour.mp4", "--options", json.dumps(COLOUR_ONLY)]
+    full = sc + ["-q", "run", str(source), str(template), "-o", "full.mp4", "--options", json.dumps(FULL_STYLE)]
+    lut3d = [ff, "-v", "error", "-y", "-i", str(source), "-vf", f"lut3d={cube.name}", "-c:v", "libx264",
+             "-preset", "veryfast", "-crf", "20", "-c:a", "aac", "lut3d.mp4"]
+    floor = [ff, "-v", "error", "-y", "-i", str(source), "-c:v", "libx264", "-preset", "veryfast", "-crf", "20",
+             "-c:a", "aac", "floor.mp4"]
+    def shown(cmd: list[str], prog: str, skip: int) -> str:
+        return shlex.join([prog] + [a.replace(str(CACHE) + "/", "") for a in cmd[skip:]])
+
+    res["commands"] = {"colour_only": shown(colour, "stylecast", len(sc)),
+                       "ffmpeg_lut3d": shown(lut3d, "ffmpeg", 1), "ffmpeg_transcode": shown(floor, "ffmpeg", 1),
+                       "full_style": shown(full, "stylecast", len(sc))}
+    groups: dict[str, list[dict]] = {"colour_only": [], "ffmpeg_lut3d": [], "ffmpeg_transcode": [], "full_style": []}
+    # alternate A B C A B C ...: whatever the machine's other load does, it hits every variant alike
+    for rep in range(cfg["reps"]):
+        for name, cmd in (("colour_only", colour), ("ffmpeg_lut3d", lut3d), ("ffmpeg_transcode", floor)):
+            run = timed(cmd, work, f"{name} #{rep + 1}")
+            groups[name].append(run)
+    for rep in range(cfg["full_reps"]):
+        groups["full_style"].append(timed(full, work, f"full_style #{rep + 1}"))
+    for name, runs in groups.items():
+        entry = {"wall_s": stats([r["wall_s"] for r in runs]),
+                 "peak_rss_mib": stats([r["peak_rss_bytes"] / 2**20 for r in runs])}
+        if name in ("colour_only", "full_style"):
+            outs = [_json_from(r["stdout"]) for r in runs]
+            entry["frames"] = outs[0]["frames"]
+            entry["segments"] = outs[0]["segments"]
+            entry["stage_seconds_runs"] = [o["stage_seconds"] for o in outs]
+            entry["stage_seconds_median"] = {k: statistics.median(o["stage_seconds"][k] for o in outs)
+                                             for k in outs[0]["stage_seconds"]}
+        res[name] = entry
+        for r in runs:
+            res["runs"].append({k: v for k, v in r.items() if k != "stdout"})
+    med = {k: res[k]["wall_s"]["median"] for k in groups}
+    res["ratios"] = {"colour_only_vs_ffmpeg_lut3d": med["colour_only"] / med["ffmpeg_lut3d"],
+                     "colour_only_vs_ffmpeg_transcode": med["colour_only"] / med["ffmpeg_transcode"],
+                     "full_style_vs_colour_only": med["full_style"] / med["colour_only"]}
+    res["peak_rss_gib_all_jobs"] = max(r["peak_rss_bytes"] for r in res["runs"]) / GIB
+    res["peak_rss_gib_stylecast_jobs"] = max(r["peak_rss_bytes"] for k in ("colour_only", "full_style")
+                                             for r in groups[k]) / GIB
+    frames_tpl = res["template"].get("frame_count")
+    frames_src = res["source"].get("frame_count")
+    # per-stage throughput: frames handled by each stage per second of that stage
+    thr = {}
+    for name in ("colour_only", "full_style"):
+        st = res[name]["stage_seconds_median"]
+        counts = {"template_analysis_and_extraction": frames_tpl, "source_analysis": frames_src,
+                  "plan_and_render": res[name]["frames"]}
+        thr[name] = {k: (counts[k] / v if counts.get(k) and v else None) for k, v in st.items()}
+    res["stage_fps"] = thr
+    return res
+
+
+def bench_profile(cfg: dict, work: Path) -> dict:
+    pyspy = Path(sys.executable).parent / "py-spy"
+    pyspy = str(pyspy) if pyspy.exists() else shutil.which("py-spy")
+    if not pyspy:
+        return {"skipped": "py-spy is not installed"}
+    source, template = make_source(cfg["seconds"], cfg["width"], cfg["height"]), make_template(cfg["template"])
+    raw = work / "profile.raw"
+    cmd = [pyspy, "record", "--format", "raw", "--rate", "100", "--subprocesses", "-o", str(raw), "--",
+           sys.executable, "-m", "stylecast.cli", "-q", "run", str(source), str(template), "-o", "profiled.mp4",
+           "--options", json.dumps(COLOUR_ONLY)]
+    run = timed(cmd, work, "colour_only under py-spy")
+    own, total = Counter(), Counter()
+    samples = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        samples += n
+        frames = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))] or ["(no Python frame)"]
+        own[frames[-1]] += n
+        for f in set(frames):
+            total[f] += n
+
+    def top(counter: Counter) -> list[dict]:
+        return [{"function": f, "samples": c, "share": c / samples} for f, c in counter.most_common(15)]
+
+    return {"tool": "py-spy record --format raw --rate 100 --subprocesses", "wall_s": run["wall_s"],
+            "samples": samples, "top_own": top(own), "top_total": top(total)}
+
+
+def _script(name: str, args: list[str], work: Path, label: str) -> dict:
+    out = work / f"{label}.json"
+    cmd = [sys.executable, str(BENCH / name), *args, "--json", str(out)]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    log(f"{name}: {wall:.1f} s (exit {proc.returncode})")
+    if proc.returncode != 0 or not out.exists():
+        raise RuntimeError(f"{name} failed (exit {proc.returncode}): {(proc.stderr or proc.stdout)[-1500:]}")
+    data = json.loads(out.read_text())
+    data["_command"] = " ".join(["python", f"bench/{name}", *args])
+    data["_wall_s"] = wall
+    data["_stdout"] = proc.stdout
+    return data
+
+
+def bench_kernels(cfg: dict, work: Path) -> dict:
+    return _script("bench_kernels.py", ["--frames", str(cfg["kernel_frames"])], work, "kernels")
+
+
+def bench_cluster(cfg: dict, work: Path) -> dict:
+    return _script("bench_cluster.py", ["--seconds", str(cfg["cluster_seconds"])], work, "cluster")
+
+
+def bench_api(cfg: dict, work: Path) -> dict:
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed"}
+    return _script("bench_api.py", ["--duration", str(cfg["api_duration"]), "--upload-mib", str(cfg["upload_mib"]),
+                                    "--configs", cfg["api_configs"]], work, "api")
+
+
+RUNNERS = {"e2e": bench_e2e, "profile": bench_profile, "kernels": bench_kernels, "cluster": bench_cluster,
+           "api": bench_api}
+
+
+# ------------------------------------------------------------------------------------------------ targets
+def targets(results: dict) -> list[dict]:
+    b = results["benchmarks"]
+    out = []
+
+    def add(name, value, target, met, note=""):
+        out.append({"name": name, "value": value, "target": target, "met": bool(met), "note": note})
+
+    e = b.get("e2e", {})
+    if "ratios" in e:
+        size = f"{e['source'].get('width')}x{e['source'].get('height')}, {e['source'].get('duration_s')} s"
+        r = e["ratios"]
+        add("colour-only job / ffmpeg lut3d (ratio of medians)", r["colour_only_vs_ffmpeg_lut3d"], "<= 1.0",
+            r["colour_only_vs_ffmpeg_lut3d"] <= 1.0, size)
+        add("colour-only job / ffmpeg transcode floor", r["colour_only_vs_ffmpeg_transcode"], "<= 1.5",
+            r["colour_only_vs_ffmpeg_transcode"] <= 1.5, size)
+        add("full style job / colour-only job", r["full_style_vs_colour_only"], "<= 1.3",
+            r["full_style_vs_colour_only"] <= 1.3, size)
+        add("peak RSS of a job's process tree (GiB)", e["peak_rss_gib_all_jobs"], "<= 1.5",
+            e["peak_rss_gib_all_jobs"] <= 1.5, size)
+    k = b.get("kernels", {})
+    if "fused_1_thread" in k:
+        v = k["fused_1_thread"]["mpx_per_s_best"]
+        add("fused kernel Mpx/s per core (best)", v, ">= 60", v >= 60)
+        if "speedup_fused1_vs_composed1" in k:
+            v = k["speedup_fused1_vs_composed1"]
+            add("fused kernel / OpenCV composition (1 thread)", v, ">= 1.5", v >= 1.5)
+    c = b.get("cluster", {})
+    if "speedup" in c:
+        add("cluster speed-up 2 vs 1 worker", c["speedup"], ">= 1.7", c["speedup"] >= 1.7,
+            f"{c.get('two_workers', {}).get('frames')} frames")
+        v = c["two_workers"]["overhead_share"]
+        add("Ray overhead share, 2 workers", v, "< 0.10", v < 0.10)
+    a = b.get("api", {})
+    svc = a.get("serve_haproxy") or a.get("serve_default_proxy")
+    if svc:
+        add("API req/s (service, wrk -c32)", svc["rps"], ">= 1500", svc["rps"] >= 1500)
+        add("API p99 ms (service)", svc["p99_ms"], "<= 60", svc["p99_ms"] <= 60)
+    if a.get("upload"):
+        u = a["upload"]
+        add("largest RSS growth of any process during upload (MiB)", u["max_growth_mib"], "<= 100",
+            u["max_growth_mib"] <= 100, f"{u['bytes'] / 2**20:.0f} MiB upload")
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- output
+def charts(results: dict, out_dir: Path) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = {}
+    b = results["benchmarks"]
+    e = b.get("e2e", {})
+    if "ratios" in e:
+        # throughput per stage (frames/s)
+        fig, ax = plt.subplots(figsize=(8, 4))
+        stages = list(e["stage_fps"]["colour_only"])
+        width = 0.38
+        for i, job in enumerate(("colour_only", "full_style")):
+            vals = [e["stage_fps"][job][s] or 0 for s in stages]
+            bars = ax.bar([x + (i - 0.5) * width for x in range(len(stages))], vals, width, label=job)
+            ax.bar_label(bars, fmt="%.1f", fontsize=8)
+        ax.set_xticks(range(len(stages)), [s.replace("_", " ") for s in stages], fontsize=8)
+        ax.set_ylabel("frames per second of stage time")
+        ax.set_title(f"Throughput per stage ({e['source'].get('width')}x{e['source'].get('height')} source)")
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(out_dir / "stage_throughput.png", dpi=100)
+        plt.close(fig)
+        made["stage_throughput"] = "stage_throughput.png"
+        # time breakdown per stage vs ffmpeg
+        fig, ax = plt.subplots(figsize=(8, 4))
+        labels = ["colour_only", "full_style", "ffmpeg_lut3d", "ffmpeg_transcode"]
+        for i, job in enumerate(labels[:2]):
+            left = 0.0
+            st = e[job]["stage_seconds_median"]
+            for j, (s, v) in enumerate(st.items()):
+                ax.barh(i, v, left=left, color=f"C{j}", label=s.replace("_", " ") if i == 0 else None)
+                left += v
+            other = e[job]["wall_s"]["median"] - left
+            ax.barh(i, max(other, 0), left=left, color="lightgrey",
+                    label="process start-up, probing, other" if i == 0 else None)
+        for i, job in enumerate(labels[2:], start=2):
+            ax.barh(i, e[job]["wall_s"]["median"], color="C7")
+        for i, job in enumerate(labels):
+            ax.text(e[job]["wall_s"]["median"], i, f" {e[job]['wall_s']['median']:.1f} s", va="center", fontsize=8)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.invert_yaxis()
+        ax.set_xlabel("seconds (median wall time of the whole process)")
+        ax.set_title("Time breakdown per stage")
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(out_dir / "stage_breakdown.png", dpi=100)
+        plt.close(fig)
+        made["stage_breakdown"] = "stage_breakdown.png"
+    k, c = b.get("kernels", {}), b.get("cluster", {})
+    if "fused_1_thread" in k or "speedup" in c:
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
+        if "fused_1_thread" in k:
+            names = ["fused 1 thread", f"fused {k.get('numba_threads_max')} threads", "cv2+numpy 1 thread"]
+            keys = ["fused_1_thread", "fused_all_threads", "composed_cv2_numpy_1_thread"]
+            vals = [k[x]["mpx_per_s_best"] if x in k else 0 for x in keys]
+            bars = axes[0].bar(names, vals, color=["C0", "C1", "C7"])
+            axes[0].bar_label(bars, fmt="%.0f", fontsize=8)
+            axes[0].set_ylabel("Mpx/s (best)")
+            axes[0].set_title("Render kernel scaling", fontsize=10)
+            axes[0].tick_params(axis="x", labelsize=7)
+        if "speedup" in c:
+            walls = [c["one_worker"]["wall_s"], c["two_workers"]["wall_s"]]
+            bars = axes[1].bar(["1 worker", "2 workers"], walls, color=["C0", "C1"])
+            axes[1].bar_label(bars, fmt="%.1f s", fontsize=8)
+            axes[1].set_ylabel("job wall time (s)")
+            axes[1].set_title(f"Ray scaling: {c['speedup']:.2f}x (ideal 2x)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(out_dir / "scaling.png", dpi=100)
+        plt.close(fig)
+        made["scaling"] = "scaling.png"
+    return made
+
+
+def _fmt(v, digits=2):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def report(results: dict, chart_files: dict[str, str], chart_rel: str) -> str:
+    m, v, b = results["machine"], results["versions"], results["benchmarks"]
+    L = [f"# stylecast benchmark report ({results['mode']} run)", "",
+         f"Generated by `{results['command']}` on {results['finished_at']} in {results['duration_s']:.0f} s. "
+         "Every figure below comes from that run on the machine named here; nothing is typed by hand.", "",
+         f"**Machine:** {m['cpu']}, {m['cores']} cores ({m['cores_available']} available), "
+         f"{_fmt(m['memory_gib'], 1)} GiB RAM; {m['platform']}. Load average at start "
+         f"{', '.join(f'{x:.1f}' for x in m['loadavg_start'])}, at end "
+         f"{', '.join(f'{x:.1f}' for x in m['loadavg_end'])} — the machine was shared with other work, so "
+         "wall times are noisy; the A/B runs are alternated so that the noise hits every variant alike.", "",
+         "**Versions:** " + ", ".join(f"{k} {val}" for k, val in v.items() if val), ""]
+    L += ["## Targets", "", "| figure | measured | target | result | conditions |", "|---|---|---|---|---|"]
+    for t in results["targets"]:
+        L.append(f"| {t['name']} | {_fmt(t['value'])} | {t['target']} | {'met' if t['met'] else '**NOT met**'} "
+                 f"| {t['note']} |")
+    met = sum(t["met"] for t in results["targets"])
+    L += ["", f"{met} of {len(results['targets'])} targets met.", ""]
+    if results["mode"] != "full":
+        L += [f"This is a `{results['mode']}` run: smaller inputs and fewer repetitions than the targets are defined "
+              "for (a 20 s 1080p30 source, `bench/run` without `--quick`), so process start-up and template "
+              "analysis weigh more in every stylecast figure; take the verdicts as indicative.", ""]
+    for name, entry in b.items():
+        if "error" in entry or "skipped" in entry:
+            L += [f"- `{name}`: **{'failed' if 'error' in entry else 'skipped'}** — "
+                  f"{entry.get('error') or entry.get('skipped')}".replace("\n", " ")[:600]]
+    L.append("")
+    e = b.get("e2e", {})
+    if "ratios" in e:
+        s, t = e["source"], e["template"]
+        L += ["## End to end", "",
+              f"Source `{s['file']}`: {s.get('width')}x{s.get('height')} @ {_fmt(s.get('fps'))} fps, "
+              f"{_fmt(s.get('duration_s'))} s, {s.get('frame_count')} frames, audio {s.get('has_audio')}. "
+              f"Template `{t['file']}`: {t.get('width')}x{t.get('height')}, {t.get('frame_count')} frames. "
+              f"`stylecast extract --cube` took {e['extract_wall_s']:.1f} s. Runs alternated "
+              f"{e['reps']}x (colour-only, lut3d, transcode), then the full style job; each is the whole "
+              "process (start-up included); peak RSS is the summed VmRSS of the process and all its "
+              "descendants, sampled every 100 ms.", "",
+              "| job | median s | min s | max s | runs | peak RSS MiB (max) |", "|---|---|---|---|---|---|"]
+        for job in ("colour_only", "ffmpeg_lut3d", "ffmpeg_transcode", "full_style"):
+            w = e[job]["wall_s"]
+            L.append(f"| {job} | {w['median']:.2f} | {w['min']:.2f} | {w['max']:.2f} | {w['n']} | "
+                     f"{e[job]['peak_rss_mib']['max']:.0f} |")
+        L += ["", "Commands:", ""] + [f"- {k}: `{c}`" for k, c in e["commands"].items()] + [""]
+        L += ["Per-stage seconds (engine `stage_seconds`, median) and throughput (frames / stage second):", "",
+              "| stage | colour-only s | colour-only fps | full style s | full style fps |", "|---|---|---|---|---|"]
+        for st in e["colour_only"]["stage_seconds_median"]:
+            L.append(f"| {st} | {_fmt(e['colour_only']['stage_seconds_median'].get(st))} | "
+                     f"{_fmt(e['stage_fps']['colour_only'].get(st), 1)} | "
+                     f"{_fmt(e['full_style']['stage_seconds_median'].get(st))} | "
+                     f"{_fmt(e['stage_fps']['full_style'].get(st), 1)} |")
+        L.append("")
+    for key, title in (("stage_throughput", "Throughput per stage"), ("stage_breakdown", "Time breakdown"),
+                       ("scaling", "Scaling")):
+        if key in chart_files:
+            L += [f"![{title}]({chart_rel}/{chart_files[key]})", ""]
+    p = b.get("profile", {})
+    if "top_own" in p:
+        L += ["## Profile of the colour-only job", "",
+              f"`{p['tool']}`: {p['samples']} samples over {p['wall_s']:.1f} s (Python frames; time inside "
+              "Numba kernels, x264 and other native code is attributed to the Python function that called it).", "",
+              "Top by own samples:", "", "| function | samples | share |", "|---|---|---|"]
+        L += [f"| `{r['function']}` | {r['samples']} | {r['share']:.1%} |" for r in p["top_own"][:12]]
+        L += ["", "Top by total samples (inclusive):", "", "| function | samples | share |", "|---|---|---|"]
+        L += [f"| `{r['function']}` | {r['samples']} | {r['share']:.1%} |" for r in p["top_total"][:12]]
+        L.append("")
+    k = b.get("kernels", {})
+    if "fused_1_thread" in k:
+        L += ["## Render kernel (`bench/bench_kernels.py`)", "", f"`{k['_command']}` — input: {k['input']}, "
+              f"{k['frames']} timed frames per variant.", "",
+              "| variant | best ms | median ms | Mpx/s best | Mpx/s median |", "|---|---|---|---|---|"]
+        for label, key in (("fused, 1 thread", "fused_1_thread"), (f"fused, {k['numba_threads_max']} threads",
+                           "fused_all_threads"), ("cv2 + numpy composed, 1 thread", "composed_cv2_numpy_1_thread")):
+            if key in k:
+                r = k[key]
+                L.append(f"| {label} | {r['best_ms']:.1f} | {r['median_ms']:.1f} | {r['mpx_per_s_best']:.1f} | "
+                         f"{r['mpx_per_s_median']:.1f} |")
+        L.append("")
+    c = b.get("cluster", {})
+    if "speedup" in c:
+        L += ["## Ray cluster scaling (`bench/bench_cluster.py`)", "", f"`{c['_command']}` — "
+              f"{c['two_workers']['frames']} output frames; each configuration pinned to as many cores as workers.",
+              "", "| stage | 1 worker s | 2 workers s |", "|---|---|---|"]
+        for st in c["one_worker"]["stage_s"]:
+            L.append(f"| {st} | {c['one_worker']['stage_s'][st]:.2f} | {c['two_workers']['stage_s'].get(st, 0):.2f} |")
+        L += [f"| total (wall) | {c['one_worker']['wall_s']:.2f} | {c['two_workers']['wall_s']:.2f} |", "",
+              f"Speed-up {c['speedup']:.2f}x (efficiency {c['efficiency']:.0%}); Ray overhead share with 2 workers "
+              f"{c['two_workers']['overhead_share']:.1%}.", ""]
+    a = b.get("api", {})
+    if any(x in a for x in ("serve_haproxy", "serve_default_proxy", "plain_uvicorn")):
+        L += ["## REST API (`bench/bench_api.py`)", "", f"`{a['_command']}` — `GET /api/v1/jobs/{{id}}`, "
+              f"wrk -t2 -c32 for {a.get('duration_s')} s per configuration on loopback.", "",
+              "| configuration | req/s | p50 ms | p99 ms | non-2xx |", "|---|---|---|---|---|"]
+        for name in ("serve_haproxy", "serve_default_proxy", "plain_uvicorn"):
+            if name in a:
+                r = a[name]
+                L.append(f"| {name} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['non_2xx']} |")
+        if a.get("upload"):
+            u = a["upload"]
+            L += ["", f"Upload of {u['bytes'] / 2**20:.0f} MiB: HTTP {u['status']} in {u['seconds']:.1f} s; "
+                  f"largest RSS growth of any process {u['max_growth_mib']:.1f} MiB (`{u['worst_pid_cmd']}`)."]
+        L.append("")
+    return "\n".join(L)
+
+
+# --------------------------------------------------------------------------------------------------- main
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="bench/run", description="Run every benchmark of stylecast; write "
+                                 "results.json, REPORT.md and charts/ (default: into bench/).")
+    ap.add_argument("--quick", action="store_true", help="smaller sources, fewer repetitions (< 5 min on 2 cores)")
+    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # minimal inputs, for the tests
+    ap.add_argument("--only", help=f"comma list of benchmarks to run ({','.join(ALL)}); default: all of the mode's")
+    ap.add_argument("--out", type=Path, default=BENCH, help="where results.json, REPORT.md and charts/ go")
+    args = ap.parse_args(argv)
+    mode = "tiny" if args.tiny else "quick" if args.quick else "full"
+    cfg = dict(MODES[mode])
+    only = tuple(x for x in (args.only.split(",") if args.only else cfg["only"]) if x)
+    bad = [x for x in only if x not in RUNNERS]
+    if bad:
+        ap.error(f"unknown benchmark(s) {', '.join(bad)}; choose from {', '.join(ALL)}")
+    started = time.time()
+    command = "bench/run" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+    results: dict = {"schema": 1, "mode": mode, "command": command, "config": {k: v for k, v in cfg.items()},
+                     "started_at": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+                     "machine": machine_info(), "versions": versions(), "benchmarks": {}}
+    results["config"]["only"] = list(only)
+    failed = False
+    CACHE.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=CACHE))
+    try:
+        for name in only:
+            log(f"--- {name}")
+            t0 = time.perf_counter()
+            try:
+                results["benchmarks"][name] = RUNNERS[name](cfg, work)
+            except Exception as exc:  # noqa: BLE001 - record and go on with the other benchmarks
+                failed = True
+                results["benchmarks"][name] = {"error": f"{type(exc).__name__}: {exc}",
+                                               "traceback": traceback.format_exc()[-3000:]}
+                log(f"{name} FAILED: {exc}")
+            results["benchmarks"][name]["_suite_wall_s"] = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results["machine"]["loadavg_end"] = list(os.getloadavg())
+    results["finished_at"] = _dt.datetime.now().astimezone().isoformat(timespec="seconds")
+    results["duration_s"] = time.time() - started
+    results["targets"] = targets(results)
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        chart_files = charts(results, out / "charts")
+    except Exception as exc:  # noqa: BLE001
+        failed = True
+        chart_files = {}
+        results["charts_error"] = f"{type(exc).__name__}: {exc}"
+    results["charts"] = {k: f"charts/{v}" for k, v in chart_files.items()}
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    tmp.replace(out / "results.json")
+    (out / "REPORT.md").write_text(report(results, chart_files, "charts") + "\n")
+    log(f"wrote {out / 'results.json'} and {out / 'REPORT.md'} in {results['duration_s']:.0f} s")
+    for t in results["targets"]:
+        print(f"{t['name']}: {_fmt(t['value'])} (target {t['target']}): {'met' if t['met'] else 'NOT met'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
