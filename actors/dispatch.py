@@ -147,8 +147,15 @@ def run_chunks(
             except TaskCancelledError:
                 raise CancelledError("cancelled") from None
             except RayTaskError as exc:
-                cancel_all()
                 cause = getattr(exc, "cause", None)
+                if isinstance(cause, _LOST):
+                    # The stage itself lost a peer actor (a node went away): retry like a lost worker.
+                    attempts[key] = attempts.get(key, 0) + 1
+                    if attempts[key] < MAX_ATTEMPTS:
+                        idle.append(actor)
+                        pending.appendleft((key, submit))
+                        continue
+                cancel_all()
                 if isinstance(cause, StylecastError):
                     raise cause from None
                 raise ChunkFailed(f"chunk {key} failed: {cause or exc}") from None

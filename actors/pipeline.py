@@ -51,7 +51,7 @@ class Pipeline:
         self.analyzers = ActorPool(VideoAnalyzer, per_cpu=1.0)
         self.renderers = ActorPool(Renderer, per_cpu=1.0)
         here = ray.get_runtime_context().get_node_id()
-        local = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
+        local = self._local = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
         self.audio = AudioAnalyzer.remote()
         self.extractor = StyleExtractor.remote()
         self.applier = StyleApplier.remote()
@@ -85,7 +85,8 @@ class Pipeline:
         source, template, out_path = str(Path(source).resolve()), str(Path(template).resolve()), Path(out_path)
         progress = progress or (lambda stage, done, total: None)
         should_stop = (lambda: cancel.is_set()) if cancel is not None else None
-        flag = CancelFlag.remote()
+        # The flag lives on this node, with the orchestrator: losing a worker node must not lose it.
+        flag = CancelFlag.options(scheduling_strategy=self._local).remote()
         timings: dict[str, float] = {}
         nodes: dict[str, list[str]] = {}
         work: dict[str, list[float]] = {}

@@ -44,7 +44,16 @@ class _Warm:
     def _stopper(cancel_flag):
         if cancel_flag is None:
             return None
-        return lambda: bool(ray.get(cancel_flag.is_set.remote()))
+
+        def should_stop() -> bool:
+            try:
+                return bool(ray.get(cancel_flag.is_set.remote(), timeout=10))
+            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+                # The flag lives with the orchestrator; if it cannot be reached the orchestrator will not
+                # collect this result anyway, and a transient failure must not fail a healthy chunk.
+                return False
+
+        return should_stop
 
 
 @ray.remote(num_cpus=CHUNK_WORKER_CPUS, max_restarts=0)

@@ -63,6 +63,7 @@ def connect(
                  log_to_driver=log_to_driver)
     else:
         ray.init(
+            address="local",  # always a new embedded cluster, never one that `ray start` left running here
             num_cpus=num_cpus or os.cpu_count() or 1,
             object_store_memory=object_store_memory or _object_store_bytes(),
             namespace=NAMESPACE,

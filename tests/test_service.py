@@ -558,9 +558,6 @@ def test_upload_errors_store_nothing(a):
     assert data(c.get("/readyz"))["status"] == "ready"
 
 
-@pytest.mark.xfail(strict=True, reason="PRODUCT BUG: a plain text file uploaded as 'notes.txt' is accepted (201) as "
-                   "a 640x400 0.16 s video: stylecast.media.probe.probe lets FFmpeg's tty/ansi demuxer (picked by the "
-                   ".txt extension) render text as video")
 def test_text_file_upload_refused(a):
     c = a.server.client
     r = c.post(f"{API}/videos", files={"file": ("notes.txt", b"hello, not a video\n" * 50, "text/plain")})

@@ -15,7 +15,7 @@ import av
 import numpy as np
 
 from stylecast.errors import MediaError
-from stylecast.media.probe import ProbeInfo, describe_error, probe
+from stylecast.media.probe import OPEN_OPTIONS, ProbeInfo, describe_error, probe
 
 # A frame whose time is within this much before t0 still counts as "at t0" (timestamps are rounded).
 _TIME_EPS = 1e-6
@@ -62,7 +62,7 @@ def iter_frames(
     if t_end <= t0:
         return
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS)
     except av.FFmpegError as exc:
         raise MediaError(f"{Path(path).name}: cannot open ({describe_error(exc)})") from None
     with container:
@@ -151,7 +151,7 @@ def read_audio(
     chunks: list[np.ndarray] = []
     first_time: float | None = None
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS) as container:
             stream = container.streams.audio[0]
             for frame in container.decode(stream):
                 if first_time is None and frame.pts is not None:

@@ -75,7 +75,7 @@ def probe(path: str | Path) -> ProbeInfo:
     if size == 0:
         raise MediaError(f"{path.name}: the file is empty (0 bytes)")
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        container = av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS)
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
         raise MediaError(f"{path.name}: not a readable media file ({_reason(exc)})") from None
     try:
@@ -98,7 +98,26 @@ def _reason(exc: BaseException) -> str:
     return text.replace("[Errno", "").strip()
 
 
+# Containers users upload videos in.  Anything else is refused before any decoding: FFmpeg would otherwise
+# "demux" text files into pictures of the text, and playlist formats (HLS, concat) would open other files.
+ALLOWED_FORMATS = {"mov", "mp4", "m4a", "3gp", "3g2", "mj2", "matroska", "webm", "avi", "mpegts", "mpeg", "flv",
+                   "ogg", "asf", "m4v", "h264", "hevc", "mpegvideo", "m4v", "ivf", "yuv4mpegpipe"}
+# Only local files: never let a container reference a URL or another protocol.
+OPEN_OPTIONS = {"protocol_whitelist": "file"}
+
+# FFmpeg "demuxes" text files (by extension) into pictures of the text; those are not videos.
+_NOT_VIDEO_FORMATS = {"tty", "ansi", "bin", "xbin", "idf", "adf", "srt", "webvtt", "ass", "subviewer"}
+_NOT_VIDEO_CODECS = {"ansi", "bintext", "xbin", "idf", "text"}
+
+
 def _probe_open(container: av.container.InputContainer, path: Path, size: int) -> ProbeInfo:
+    fmt_names = set(container.format.name.split(","))
+    if not fmt_names & ALLOWED_FORMATS and not fmt_names & _NOT_VIDEO_FORMATS:
+        raise MediaError(f"{path.name}: unsupported container format ({container.format.name}); "
+                         "use MP4, MOV, MKV, WebM, AVI or MPEG-TS")
+    if fmt_names & _NOT_VIDEO_FORMATS or (container.streams.video
+                                          and container.streams.video[0].codec_context.name in _NOT_VIDEO_CODECS):
+        raise MediaError(f"{path.name}: a text file, not a video")
     if not container.streams.video:
         kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
         raise MediaError(f"{path.name}: {kind}; a video stream is required")
@@ -191,7 +210,7 @@ def _probe_open(container: av.container.InputContainer, path: Path, size: int) -
 def _first_frame_rotation(path: Path) -> int:
     """Decode the first frame (proves the stream decodes) and read its display-matrix rotation."""
     try:
-        with av.open(str(path), metadata_errors="ignore") as container:
+        with av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS) as container:
             for frame in container.decode(video=0):
                 return int(round(getattr(frame, "rotation", 0) or 0))
     except av.FFmpegError as exc:
