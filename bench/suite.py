@@ -554,8 +554,10 @@ def report(results: dict, chart_files: dict[str, str], chart_rel: str) -> str:
               "analysis weigh more in every stylecast figure; take the verdicts as indicative.", ""]
     for name, entry in b.items():
         if "error" in entry or "skipped" in entry:
-            L += [f"- `{name}`: **{'failed' if 'error' in entry else 'skipped'}** — "
-                  f"{entry.get('error') or entry.get('skipped')}".replace("\n", " ")[:600]]
+            why = (entry.get("error") or entry.get("skipped")).strip().splitlines()
+            reason = why[-1] if len(why) > 1 else why[0]  # a script's traceback ends with the reason
+            L += [f"- `{name}`: **{'failed' if 'error' in entry else 'skipped'}** — {reason[:400]} "
+                  "(full text in results.json)"]
     L.append("")
     e = b.get("e2e", {})
     if "ratios" in e:
@@ -643,7 +645,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)  # minimal inputs, for the tests
     ap.add_argument("--only", help=f"comma list of benchmarks to run ({','.join(ALL)}); default: all of the mode's")
     ap.add_argument("--out", type=Path, default=BENCH, help="where results.json, REPORT.md and charts/ go")
+    ap.add_argument("--rerender", action="store_true", help=argparse.SUPPRESS)  # REPORT.md + charts from results.json
     args = ap.parse_args(argv)
+    if args.rerender:
+        results = json.loads((args.out / "results.json").read_text())
+        chart_files = charts(results, args.out / "charts")
+        (args.out / "REPORT.md").write_text(report(results, chart_files, "charts") + "\n")
+        return 0
     mode = "tiny" if args.tiny else "quick" if args.quick else "full"
     cfg = dict(MODES[mode])
     only = tuple(x for x in (args.only.split(",") if args.only else cfg["only"]) if x)
