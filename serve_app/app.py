@@ -6,8 +6,10 @@ the envelope ``{success, message, data}``; errors add ``error: {code, detail}`` 
 """
 from __future__ import annotations
 
+import json
 import math
 import re
+import time
 import uuid
 from pathlib import Path
 
@@ -293,8 +295,6 @@ async def delete_video(video_id: str, request: Request):
 # ------------------------------------------------------------------------------------------------ jobs
 @app.post(f"{API}/jobs", status_code=201, tags=["jobs"])
 async def create_job(request: Request):
-    import json
-
     svc = service()
     owner = owner_of(request)
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -332,10 +332,30 @@ def _job_or_404(job_id: str, owner: str):
     return rec
 
 
+# Status polling is the hot path: the replica keeps each job's serialised response for a moment instead of
+# reading SQLite and re-serialising on every request.  State is at most STATUS_TTL_S old.
+STATUS_TTL_S = 0.25
+_status_cache: dict[str, tuple[float, str, bytes]] = {}
+
+
 @app.get(f"{API}/jobs/{{job_id}}", tags=["jobs"])
 async def get_job(job_id: str, request: Request):
-    rec = _job_or_404(job_id, owner_of(request))
-    return ok(service().store.to_response(rec).model_dump(mode="json"))
+    owner = owner_of(request)
+    now = time.monotonic()
+    hit = _status_cache.get(job_id)
+    if hit is None or now - hit[0] > STATUS_TTL_S:
+        rec = service().store.get_job(job_id)
+        if rec is None:
+            _status_cache.pop(job_id, None)
+            raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
+        body = json.dumps(Envelope(success=True, message="ok", data=service().store.to_response(rec)
+                                   .model_dump(mode="json")).model_dump(mode="json")).encode()
+        if len(_status_cache) > 10000:
+            _status_cache.clear()
+        hit = _status_cache[job_id] = (now, rec.owner, body)
+    if hit[1] != owner:  # someone else's job is indistinguishable from no job
+        raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
+    return Response(hit[2], media_type="application/json")
 
 
 @app.get(f"{API}/jobs/{{job_id}}/result", tags=["jobs"])
@@ -361,6 +381,7 @@ async def list_jobs(request: Request):
 @app.post(f"{API}/jobs/{{job_id}}/cancel", tags=["jobs"])
 async def cancel_job(job_id: str, request: Request):
     job = await service().call("cancel_job", owner_of(request), job_id)
+    _status_cache.pop(job_id, None)
     return ok(job, "job cancelled")
 
 

