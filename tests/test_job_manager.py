@@ -1,0 +1,81 @@
+"""The JobManager actor on its own (no HTTP): a job can never stay processing forever, and a restart of the
+actor re-runs what was processing."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from actors.job_manager import JobManager  # noqa: E402
+from serve_app.models import ApiError  # noqa: E402
+from serve_app.store import Store  # noqa: E402
+from stylecast.synth_clip import ShotSpec, make_clip  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, namespace="stylecast-jm-test")
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    d = tmp_path_factory.mktemp("jm")
+    a = make_clip(d / "a.mp4", [ShotSpec(frames=40, seed=1), ShotSpec(frames=40, seed=2)], width=160, height=90)
+    b = make_clip(d / "b.mp4", [ShotSpec(frames=12, seed=3), ShotSpec(frames=13, seed=4)], width=160, height=90)
+    return a.path, b.path
+
+
+def _wait(manager, job_id, states, timeout=180.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = ray.get(manager.get_job.remote("", job_id))
+        if job["status"] in states:
+            return job
+        time.sleep(0.2)
+    raise AssertionError(f"job {job_id} did not reach {states}")
+
+
+def test_deadline_fails_a_job_that_runs_too_long(local_ray, clips, tmp_path):
+    manager = JobManager.remote(str(tmp_path), job_deadline_s=1.5)
+    src = ray.get(manager.register_video.remote("", str(clips[0])))
+    tpl = ray.get(manager.register_video.remote("", str(clips[1])))
+    job, created = ray.get(manager.create_job.remote("", {"video_id": src["video_id"],
+                                                         "template_video_id": tpl["video_id"]}))
+    assert created
+    final = _wait(manager, job["job_id"], ("completed", "failed", "cancelled"))
+    assert final["status"] == "failed"
+    detail = ray.get(manager.get_result.remote("", job["job_id"]))
+    assert detail["error"]["code"] == "deadline_exceeded"
+    assert "deadline" in detail["error"]["message"]
+    assert not (tmp_path / "outputs" / f"{job['job_id']}.mp4").exists()
+    ray.kill(manager)
+
+
+def test_restart_reruns_processing_jobs_and_keeps_finished_ones(local_ray, clips, tmp_path):
+    manager = JobManager.remote(str(tmp_path))
+    src = ray.get(manager.register_video.remote("", str(clips[0])))
+    tpl = ray.get(manager.register_video.remote("", str(clips[1])))
+    body = {"video_id": src["video_id"], "template_video_id": tpl["video_id"], "options": {"max_duration_s": 1}}
+    done, _ = ray.get(manager.create_job.remote("", body))
+    _wait(manager, done["job_id"], ("completed",))
+    running, _ = ray.get(manager.create_job.remote("", {**body, "options": {"max_duration_s": 2}}))
+    _wait(manager, running["job_id"], ("processing",))
+    ray.kill(manager, no_restart=True)  # the process dies mid-job
+    store = Store(tmp_path / "stylecast.db")
+    assert store.get_job(running["job_id"]).status == "processing"
+
+    manager = JobManager.remote(str(tmp_path))  # a new process on the same data dir
+    assert _wait(manager, done["job_id"], ("completed",))["status"] == "completed"
+    rerun = _wait(manager, running["job_id"], ("completed", "failed"))
+    assert rerun["status"] == "completed"
+    assert store.get_job(running["job_id"]).attempts == 2
+    with pytest.raises(ray.exceptions.RayTaskError) as exc:
+        ray.get(manager.cancel_job.remote("", done["job_id"]))
+    assert isinstance(exc.value.cause, ApiError) and exc.value.cause.status == 409
+    ray.kill(manager)
