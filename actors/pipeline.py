@@ -99,7 +99,9 @@ class Pipeline:
             tasks = []
             for name in ("template", "source"):
                 for k, (t0, t1) in enumerate(split_ranges(infos[name].duration_s, chunk_seconds)):
-                    tasks.append(((name, k), _analyze_task(paths[name], t0, t1, infos[name], flag)))
+                    # The source's own camera motion is never used (its moves are the template's): skip that work.
+                    tasks.append(((name, k), _analyze_task(paths[name], t0, t1, infos[name], flag,
+                                                           motion=name == "template")))
             audio_refs = {name: self.audio.analyze.remote(paths[name], infos[name]) for name in paths}
             done = [0]
 
@@ -197,8 +199,8 @@ class Pipeline:
             raise
 
 
-def _analyze_task(path, t0, t1, info, flag):
-    return lambda actor: actor.analyze_range.remote(path, t0, t1, info, flag)
+def _analyze_task(path, t0, t1, info, flag, motion=True):
+    return lambda actor: actor.analyze_range.remote(path, t0, t1, info, flag, motion)
 
 
 def _render_task(plan_ref, n0, n1, flag):

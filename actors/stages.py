@@ -66,10 +66,11 @@ class VideoAnalyzer(_Warm):
         from kernels.features import motion_compensated_diff  # noqa: F401 - compile/load once
 
     def analyze_range(self, path: str, t0: float, t1: float | None, info: ProbeInfo,
-                      cancel_flag=None) -> tuple[RangeFeatures, str, float]:
+                      cancel_flag=None, motion: bool = True) -> tuple[RangeFeatures, str, float]:
         """(features, node id, seconds of work)."""
         t = time.perf_counter()
-        features = analyze_video_range(path, t0, t1, info=info, should_stop=self._stopper(cancel_flag))
+        features = analyze_video_range(path, t0, t1, info=info, should_stop=self._stopper(cancel_flag),
+                                       motion=motion)
         return features, self.node_id, time.perf_counter() - t
 
 

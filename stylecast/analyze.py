@@ -52,15 +52,17 @@ def analysis_size(info: ProbeInfo) -> tuple[int, int]:
 
 
 def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: ProbeInfo | None = None,
-                        should_stop: Callable[[], bool] | None = None) -> RangeFeatures:
+                        should_stop: Callable[[], bool] | None = None, motion: bool = True) -> RangeFeatures:
     """Features of the frames in ``[t0, t1)`` seconds, each scored against its true predecessor.
 
     should_stop: polled every few frames; when it returns True the range is abandoned (`CancelledError`).
+    motion: estimate camera motion between frames.  A job's *source* needs none (the moves it gets are the
+            template's), so the engine skips that work there; its shots then read as static.
     """
     info = info or probe(path)
     size = analysis_size(info)
     prev_rgb = prev_gray = None
-    feats, times, motion = [], [], []
+    feats, times, pairs = [], [], []
     # One decode from a little before t0: the frames before t0 only provide the predecessor.  VFR streams can
     # drop frames, so the margin is widened if no predecessor turned up.
     for margin in (3.0 / info.fps, 1.0, t0):
@@ -74,11 +76,15 @@ def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: 
                 break  # no predecessor within the margin: widen it
             if should_stop is not None and k % 8 == 0 and should_stop():
                 raise CancelledError("cancelled")
-            if prev_gray is None and prev_rgb is not None:
-                prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
-            gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
             feats.append(frame_features(frame.rgb, prev_rgb))
-            motion.append(np.zeros(5) if prev_gray is None else estimate_pair_motion(prev_gray, gray))
+            if motion:
+                if prev_gray is None and prev_rgb is not None:
+                    prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)
+                gray = cv2.cvtColor(frame.rgb, cv2.COLOR_RGB2GRAY)
+                pairs.append(np.zeros(5) if prev_gray is None else estimate_pair_motion(prev_gray, gray))
+            else:
+                gray = None
+                pairs.append(np.zeros(5))
             times.append(frame.time_s)
             prev_rgb, prev_gray = frame.rgb, gray
             k += 1
@@ -87,7 +93,7 @@ def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: 
     if not feats:
         return RangeFeatures(t0, t1 if t1 is not None else t0, None, np.zeros((0, 5)))
     return RangeFeatures(
-        t0, t1 if t1 is not None else times[-1], stack_features(feats, times, info.fps), np.asarray(motion, np.float64)
+        t0, t1 if t1 is not None else times[-1], stack_features(feats, times, info.fps), np.asarray(pairs, np.float64)
     )
 
 
@@ -213,13 +219,14 @@ def analyze_file(
     info: ProbeInfo | None = None,
     chunk_seconds: float | None = None,
     progress: Callable[[str, int, int], None] | None = None,
+    motion: bool = True,
 ) -> VideoAnalysis:
     """Analyse a whole video in this process, range by range (the same code path the cluster runs)."""
     info = info or probe(path)
     ranges = split_ranges(info.duration_s, chunk_seconds)
     parts = []
     for k, (t0, t1) in enumerate(ranges):
-        parts.append(analyze_video_range(path, t0, t1, info=info))
+        parts.append(analyze_video_range(path, t0, t1, info=info, motion=motion))
         if progress:
             progress("video_analysis", k + 1, len(ranges))
     track, motion = merge_ranges(parts)

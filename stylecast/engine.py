@@ -66,8 +66,8 @@ def apply(
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Path, RenderPlan]:
     options = options or Options()
-    analysis = source if isinstance(source, VideoAnalysis) else analyze_file(source, chunk_seconds=chunk_seconds,
-                                                                             progress=progress)
+    analysis = source if isinstance(source, VideoAnalysis) else analyze_file(
+        source, chunk_seconds=chunk_seconds, progress=progress, motion=False)
     out = output_spec(analysis, style, options)
     plan = build_plan(analysis, style, options, decode_size=decode_size_for((out.width, out.height), analysis.probe))
     if progress:
@@ -101,7 +101,7 @@ def run(
     if style_json_path:
         write_json_atomic(style_json_path, style.model_dump(mode="json"))
     t = time.perf_counter()
-    source_analysis = analyze_file(source, chunk_seconds=chunk_seconds, progress=progress)
+    source_analysis = analyze_file(source, chunk_seconds=chunk_seconds, progress=progress, motion=False)
     timings["source_analysis"] = time.perf_counter() - t
     t = time.perf_counter()
     path, plan = apply(source_analysis, style, out_path, options, chunk_seconds=chunk_seconds, progress=progress)
