@@ -207,6 +207,56 @@ def _peak_near(env: np.ndarray, position: float, radius: int) -> tuple[float, fl
     return float(env[i]), i + offset
 
 
+def _dp_beats(env: np.ndarray, period: float, tightness: float = 100.0) -> np.ndarray:
+    """Beat frames by dynamic programming at a fixed period (Ellis 2007), untrimmed.
+
+    The same method as ``librosa.beat.beat_track`` (which this replaced: importing ``librosa.beat`` compiles
+    several Numba gufuncs, about 2.5 s at every process start).  ``period`` is in onset frames.
+    score[t] = local[t] + max over t-2p <= u <= t-p/2 of (score[u] - tightness * ln((t-u)/p)^2).
+    """
+    env = np.asarray(env, np.float64)
+    n = env.size
+    if n == 0 or period <= 0:
+        return np.zeros(0)
+    std = env.std(ddof=1) if n > 1 else 0.0
+    onset = env / std if std > 0 else env
+    half = int(round(period))
+    window = np.exp(-0.5 * (np.arange(-half, half + 1) * 32.0 / period) ** 2)
+    local = np.convolve(onset, window, "same")
+    lo, hi = int(round(period / 2.0)), int(round(2.0 * period))
+    offsets = np.arange(hi, lo - 1, -1)  # t - u, largest first (as librosa: ties go to the farthest)
+    penalty = -tightness * np.log(offsets / period) ** 2
+    score = np.empty(n)
+    backlink = np.full(n, -1, dtype=np.int64)
+    first = True
+    for t in range(n):
+        prev = t - offsets
+        valid = prev >= 0
+        if valid.any():
+            cand = score[prev[valid]] + penalty[valid]
+            k = int(np.argmax(cand))
+            best = cand[k]
+            if first and local[t] < 0.01 * local.max():
+                score[t], backlink[t] = local[t], -1
+                continue
+            score[t] = local[t] + best
+            backlink[t] = prev[valid][k]
+        else:
+            score[t] = local[t]
+        if local[t] >= 0.01 * local.max():
+            first = False
+    # The last beat: the last local maximum of the score that is at least half the median of the maxima.
+    maxima = np.flatnonzero((score[1:-1] > score[:-2]) & (score[1:-1] >= score[2:])) + 1
+    if maxima.size == 0:
+        return np.zeros(0)
+    med = np.median(score[maxima])
+    last = int(maxima[score[maxima] >= 0.5 * med][-1])
+    beats = [last]
+    while backlink[beats[-1]] >= 0:
+        beats.append(int(backlink[beats[-1]]))
+    return np.asarray(beats[::-1], dtype=np.float64)
+
+
 def _track(env: np.ndarray, bpm: float) -> np.ndarray:
     """Beat frames from librosa's DP tracker at a fixed tempo, with the ends cleaned.
 
@@ -215,10 +265,7 @@ def _track(env: np.ndarray, bpm: float) -> np.ndarray:
     (onset peak below half the median beat's) or off the grid (gap to the neighbour
     more than 25 % away from the median gap) -- the DP tends to wander there.
     """
-    _, beats = librosa.beat.beat_track(
-        onset_envelope=env, sr=ANALYSIS_SR, hop_length=_HOP, bpm=float(bpm), tightness=100, trim=False
-    )
-    beats = np.asarray(beats, dtype=np.float64)
+    beats = _dp_beats(env, 60.0 * ANALYSIS_SR / _HOP / float(bpm), tightness=100.0)
     if beats.size < 3:
         return beats
     strength = np.array([_peak_near(env, b, 2)[0] for b in beats])
