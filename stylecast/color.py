@@ -655,9 +655,9 @@ def fit_transfer(
        mapped by the 2-D Monge–Kantorovich (MKL) map, eigenvalues limited to 0.25..4 (see
        ``_block_linear_map``; a full symmetric 3-D MKL map cannot represent that shear).
     2. Per channel a monotone 1-D quantile-matching curve from the stage-1 output's quantiles to the
-       template's (every 2nd of ``QUANTILE_LEVELS``), pulled 80% (L*) / 70% (a*, b*) of the way from
-       identity (full marginal matching also copies content differences between the shots), slope-limited
-       to 0.25..4, smoothed, PCHIP-interpolated, linearly extrapolated (end slopes 0.5..1.5).
+       template's (at every one of ``QUANTILE_LEVELS``; ``_CURVE_WEIGHT`` sets how far from identity, now
+       all the way: the planner already pairs each source shot with template shots of similar content),
+       slope-limited to 0.25..4, smoothed, PCHIP-interpolated, linearly extrapolated (end slopes 0.5..1.5).
     3. A tone-dependent cast correction: a*/b* offsets per equal-count L* band so the band means match
        ``dst.chroma_by_luma`` (±0.25-unit dead band, bounded to ±15 units and to 0.3 units change per L*
        unit, linear in L* between band medians, constant beyond).
