@@ -441,22 +441,6 @@ def dissolve(frames_a: np.ndarray, frames_b: np.ndarray) -> np.ndarray:
     return np.clip(a.astype(np.float32) * (1 - w) + b.astype(np.float32) * w + 0.5, 0, 255).astype(np.uint8)
 
 
-def _apply_lut(rgb01: np.ndarray, lut: np.ndarray) -> np.ndarray:
-    """Trilinear 3D LUT ``(N, N, N, 3)`` (indexed [r, g, b, ch]) on float RGB 0..1."""
-    n = lut.shape[0]
-    x = np.clip(rgb01, 0.0, 1.0) * (n - 1)
-    i0 = np.minimum(np.floor(x).astype(np.int32), n - 2)
-    f = x - i0
-    r0, g0, b0 = i0[..., 0], i0[..., 1], i0[..., 2]
-    fr, fg, fb = f[..., 0:1], f[..., 1:2], f[..., 2:3]
-    out = np.zeros(rgb01.shape, np.float32)
-    for dr, wr in ((0, 1 - fr), (1, fr)):
-        for dg, wg in ((0, 1 - fg), (1, fg)):
-            for db, wb in ((0, 1 - fb), (1, fb)):
-                out += lut[r0 + dr, g0 + dg, b0 + db] * (wr * wg * wb)
-    return out
-
-
 def graded(frames: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | np.ndarray) -> np.ndarray:
     """Colour-grade ``(..., 3)`` uint8 frames with a ground-truth grade.
 
@@ -468,7 +452,9 @@ def graded(frames: np.ndarray, fn: Callable[[np.ndarray], np.ndarray] | np.ndarr
     if isinstance(fn, np.ndarray):
         if fn.ndim != 4 or fn.shape[3] != 3 or not (fn.shape[0] == fn.shape[1] == fn.shape[2]):
             raise ValueError("LUT must have shape (N, N, N, 3)")
-        y = _apply_lut(x, fn.astype(np.float32))
+        from stylecast.color import apply_lut_reference  # the project's one trilinear LUT reference
+
+        y = apply_lut_reference(x, fn.astype(np.float32))
     else:
         y = np.asarray(fn(x), np.float32)
         if y.shape != x.shape:

@@ -94,10 +94,9 @@ def test_bad_data_fails_fast_without_retries(pipeline, source_clip, template_cli
         data[i] = (data[i] * 31 + 7) % 256
     bad = tmp_path / "damaged.mp4"
     bad.write_bytes(bytes(data))
-    t = time.monotonic()
+    # Fails with the stage's own error (a retried chunk would end in ChunkFailed after MAX_ATTEMPTS).
     with pytest.raises(MediaError):
         pipeline.run(bad, template_clip.path, tmp_path / "out.mp4", Options(), chunk_seconds=1.3)
-    assert time.monotonic() - t < 60
     assert not (tmp_path / "out.mp4").exists()
 
 
@@ -113,6 +112,7 @@ def test_cancel_stops_within_five_seconds(pipeline, source_clip, template_clip, 
     with pytest.raises(CancelledError):
         pipeline.run(source_clip.path, template_clip.path, tmp_path / "out.mp4", Options(), chunk_seconds=1.0,
                      progress=progress, cancel=cancel)
+    # The functional bound (workers poll the cancel flag every few frames), not a speed target.
     assert asked and time.monotonic() - asked[0] < 5.0
     assert list(tmp_path.iterdir()) == []  # no output, no partial files
     # The workers are free again: a new job runs to completion.
