@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pydantic
 import pytest
 
+from stylecast.analysis import audio as audio_mod
 from stylecast.analysis.audio import (
     AudioFeatures,
     analyze_audio,
@@ -240,3 +245,219 @@ def test_beats_from_analysis_align_with_cuts_on_true_beats():
     features = analyze_audio(samples, 22050)
     assert beat_alignment(truth[2:-2:3], features.beats_s) > 0.9
     assert beat_alignment(truth[2:-2:3] + 0.25, features.beats_s) < 0.1
+
+
+# --- runtime re-implementations vs the librosa / scipy references ----------------------
+# The module avoids importing librosa (its onset/feature modules compile Numba gufuncs at import,
+# ~2.3 s per process) and scipy.signal (~1 s).  These tests hold its own pieces to the references.
+
+SR = audio_mod.ANALYSIS_SR
+
+
+def _clicks(bpm: float, seconds: float, sr: int = SR, extra: int = 0) -> np.ndarray:
+    y = np.zeros(int(seconds * sr) + extra, np.float32)
+    click = np.hanning(64).astype(np.float32) * np.sin(np.arange(64) * 0.9).astype(np.float32)
+    for t in np.arange(0.1, seconds - 0.05, 60.0 / bpm):
+        i = int(t * sr)
+        y[i : i + 64] += click
+    return y
+
+
+def _noise_bursts(seconds: float, extra: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(11)
+    y = np.zeros(int(seconds * SR) + extra, np.float32)
+    for t in rng.uniform(0.0, seconds - 0.2, 12):
+        i = int(t * SR)
+        n = int(rng.uniform(0.01, 0.15) * SR)
+        y[i : i + n] += (rng.standard_normal(n) * rng.uniform(0.05, 0.5) * np.exp(-np.arange(n) / (0.3 * n))).astype(
+            np.float32
+        )
+    return y
+
+
+def _sweep(seconds: float, extra: int = 0) -> np.ndarray:
+    t = np.arange(int(seconds * SR) + extra) / SR
+    return (0.3 * np.sin(2 * np.pi * (40.0 * t + (9000.0 - 40.0) / (2 * seconds) * t * t))).astype(np.float32)
+
+
+def _one_click(seconds: float, extra: int = 0) -> np.ndarray:
+    y = np.zeros(int(seconds * SR) + extra, np.float32)
+    y[int(0.6 * y.size) : int(0.6 * y.size) + 40] = 0.8
+    return y
+
+
+_ENVELOPE_SIGNALS = {
+    "clicks-120bpm": lambda: _clicks(120.0, 4.0),
+    "clicks-97bpm-odd-length": lambda: _clicks(97.0, 3.0, extra=131),
+    "drums-drum_track": lambda: drum_track(128.0, 3.0, SR, channels=1, seed=4)[0][0],
+    "noise-bursts": lambda: _noise_bursts(3.0, extra=77),
+    "sine-sweep": lambda: _sweep(2.5, extra=255),
+    "silence+one-click": lambda: _one_click(2.0, extra=1),
+    "one-window": lambda: _noise_bursts(1.0)[:1024],
+    "one-window+1": lambda: _sweep(1.0)[:1025],
+    "all-zero": lambda: np.zeros(3000, np.float32),
+}
+
+
+@pytest.mark.parametrize("name", list(_ENVELOPE_SIGNALS))
+def test_onset_envelope_matches_librosa_onset_strength(name):
+    import librosa
+
+    y = _ENVELOPE_SIGNALS[name]()
+    ref = librosa.onset.onset_strength(y=y, sr=SR, hop_length=audio_mod._HOP, n_fft=audio_mod._N_FFT)
+    mine = audio_mod._onset_envelope(y)
+    assert mine.dtype == np.float64 and mine.shape == ref.shape == (1 + y.size // audio_mod._HOP,)
+    # librosa works in float32 (complex64 STFT, float32 mel); this is float64.  The envelope peaks
+    # at tens of dB-units, the differences stay at float32 rounding level.
+    np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-4)
+
+
+def test_mel_filterbank_and_window_match_librosa():
+    import librosa
+    import scipy.signal
+
+    for sr, n_fft in [(SR, audio_mod._N_FFT), (16000, 512), (44100, 2048)]:
+        ref = librosa.filters.mel(sr=sr, n_fft=n_fft)  # float32
+        mine = audio_mod._mel_filterbank(sr, n_fft)
+        assert mine.shape == ref.shape
+        np.testing.assert_allclose(mine, ref, rtol=1e-6, atol=1e-9)
+        assert not mine.flags.writeable  # cached: must not be mutated by callers
+    np.testing.assert_array_equal(audio_mod._hann(1024), scipy.signal.get_window("hann", 1024, fftbins=True))
+
+
+def _envelopes_for_peak_pick():
+    rng = np.random.default_rng(123)
+    yield "uniform", rng.uniform(0.0, 5.0, 700)
+    yield "sparse-spikes", np.where(rng.random(900) < 0.08, rng.uniform(1.0, 8.0, 900), 0.0)
+    # Integer values: plateaus (ties for the maximum) and means landing exactly on x - delta.
+    yield "integer-plateaus", rng.integers(0, 4, 800).astype(np.float64)
+    yield "integer-runs", np.repeat(rng.integers(0, 6, 120), rng.integers(1, 5, 120)).astype(np.float64)
+    yield "short", np.array([3.0, 0.0, 0.0, 2.0, 5.0])
+    yield "peak-at-0", np.concatenate([[9.0], np.zeros(30), [9.0, 9.0], np.zeros(5)])
+    yield "constant", np.full(50, 2.0)
+    yield "onset-envelope", audio_mod._onset_envelope(drum_track(140.0, 4.0, SR, channels=1, seed=1)[0][0])
+
+
+@pytest.mark.parametrize("wait", [0, 1, 2, 4, 7, 30])
+def test_peak_pick_matches_librosa(wait):
+    import librosa
+
+    for name, env in _envelopes_for_peak_pick():
+        for pre_max, post_max, pre_avg, post_avg, delta in [
+            (3, 3, 10, 10, 1.5),  # what _onset_frames uses
+            (1, 1, 1, 1, 0.0),
+            (0, 2, 0, 3, 0.5),
+            (5, 1, 2, 7, 0.1),  # 0.1 is not a float32 value: librosa's kernel rounds it
+        ]:
+            ref = librosa.util.peak_pick(
+                env, pre_max=pre_max, post_max=post_max, pre_avg=pre_avg, post_avg=post_avg, delta=delta, wait=wait
+            )
+            mine = audio_mod._peak_pick(env, pre_max, post_max, pre_avg, post_avg, delta, wait)
+            assert np.array_equal(mine, ref), (name, pre_max, post_max, pre_avg, post_avg, delta, wait, mine, ref)
+
+
+def test_onset_frames_match_librosa_peak_pick_on_real_envelopes():
+    import librosa
+
+    for bpm in (90.0, 128.0, 174.0):
+        env = audio_mod._onset_envelope(drum_track(bpm, 6.0, SR, channels=1, seed=int(bpm))[0][0])
+        wait = int(round(0.05 * audio_mod._FRAME_RATE))
+        ref = librosa.util.peak_pick(env, pre_max=3, post_max=3, pre_avg=10, post_avg=10, delta=1.5, wait=wait)
+        mine = audio_mod._onset_frames(env)
+        assert mine.size > 0 and np.array_equal(mine, ref)
+
+
+@pytest.mark.parametrize("orig_sr", [8000, 16000, 32000, 44100, 48000, 96000])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_resample_matches_librosa(orig_sr, dtype):
+    import librosa
+
+    rng = np.random.default_rng(orig_sr)
+    for n in (orig_sr // 3 + 7, 2 * orig_sr + 1, 999):
+        y = (0.3 * rng.standard_normal(n)).astype(dtype)
+        ref = librosa.resample(y, orig_sr=orig_sr, target_sr=SR)
+        mine = audio_mod._resample(y, orig_sr, SR)
+        assert mine.shape == ref.shape and mine.dtype == ref.dtype == dtype
+        np.testing.assert_allclose(mine, ref, rtol=1e-6, atol=1e-7)
+    y = rng.standard_normal(100).astype(dtype)
+    assert audio_mod._resample(y, SR, SR) is y
+
+
+@pytest.mark.parametrize("sr", [48000, 44100, 22050, 8000])
+def test_k_weighting_filter_matches_scipy_lfilter(sr):
+    import scipy.signal
+
+    rng = np.random.default_rng(sr)
+    x = rng.uniform(-1.0, 1.0, (3, sr // 2 + 13))
+    x[1, 1000:] = 0.0  # a decaying tail
+    (b1, a1), (b2, a2) = k_weighting_coefficients(sr)
+    ref = scipy.signal.lfilter(b2, a2, scipy.signal.lfilter(b1, a1, x, axis=1), axis=1)
+    mine = audio_mod._lfilter(b2, a2, audio_mod._lfilter(b1, a1, x))
+    np.testing.assert_allclose(mine, ref, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(audio_mod._lfilter(b1, a1, x[0]), scipy.signal.lfilter(b1, a1, x[0]), rtol=0, atol=1e-9)
+
+
+def test_lfilter_general_orders_and_unnormalised_a():
+    import scipy.signal
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 4000))
+    b, a = scipy.signal.butter(4, 0.1)
+    for bb, aa in [(b, a), (2.0 * b, 2.0 * a), (b[:3], a), ([0.5], [1.0, -0.9]), ([1.0, 2.0], [1.0])]:
+        np.testing.assert_allclose(
+            audio_mod._lfilter(bb, aa, x), scipy.signal.lfilter(bb, aa, x, axis=1), rtol=1e-12, atol=1e-9
+        )
+
+
+def test_analyze_audio_equals_the_librosa_scipy_pipeline(monkeypatch):
+    """End to end: swapping the librosa / scipy.signal calls back in changes nothing that matters."""
+    import librosa
+    import scipy.signal
+
+    sr = 44100
+    samples, _ = drum_track(116.0, 10.0, sr, seed=21, first_beat_s=0.3)
+    mine = analyze_audio(samples, sr)
+    monkeypatch.setattr(
+        audio_mod, "_onset_envelope",
+        lambda y: librosa.onset.onset_strength(y=y, sr=SR, hop_length=audio_mod._HOP, n_fft=audio_mod._N_FFT).astype(
+            np.float64
+        ),
+    )
+    monkeypatch.setattr(audio_mod, "_resample", lambda y, o, t: librosa.resample(y, orig_sr=o, target_sr=t))
+    monkeypatch.setattr(audio_mod, "_peak_pick", lambda env, **kw: librosa.util.peak_pick(env, **kw))
+    monkeypatch.setattr(audio_mod, "_lfilter", lambda b, a, x: scipy.signal.lfilter(b, a, x, axis=-1))
+    ref = analyze_audio(samples, sr)
+    assert mine.tempo_bpm is not None and mine.tempo_bpm == pytest.approx(ref.tempo_bpm, rel=1e-7)
+    np.testing.assert_allclose(mine.beats_s, ref.beats_s, rtol=0, atol=1e-6)
+    assert mine.beat_strength == pytest.approx(ref.beat_strength, abs=1e-6)
+    assert mine.onset_density_per_s == ref.onset_density_per_s
+    assert mine.lufs == pytest.approx(ref.lufs, abs=1e-9)
+
+
+def test_non_finite_audio_is_rejected():
+    x = drum_track(120.0, 3.0, SR, channels=1)[0][0].copy()
+    x[100] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        analyze_audio(x, SR)
+
+
+def test_runtime_imports_neither_librosa_nor_scipy_signal():
+    code = """
+import sys
+import numpy as np
+import stylecast.analysis.audio as audio
+sr = 44100
+t = np.arange(5 * sr) / sr
+x = 0.05 * np.sin(2 * np.pi * 220 * t)
+for b in np.arange(0.2, 4.9, 0.5):
+    i = int(b * sr)
+    x[i : i + 300] += np.hanning(300) * np.sin(np.arange(300) * 0.3)
+features = audio.analyze_audio(np.stack([x, x]).astype(np.float32), sr)
+assert features.tempo_bpm is not None and features.lufs is not None and features.onset_density_per_s > 0, features
+loaded = sorted(m for m in sys.modules if m.split(".")[0] == "librosa" or m == "scipy.signal" or m.startswith("scipy.signal."))
+print("LOADED", loaded)
+"""
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "LOADED []" in out.stdout, out.stdout

@@ -4,21 +4,31 @@ All functions are pure and deterministic. Audio is ``samples: np.ndarray`` shape
 ``(channels, n_samples)`` (a 1-D array is taken as mono), float, nominally in
 ``[-1, 1]``, with sample rate ``sr`` in Hz. Times are float seconds.
 
-Tempo pipeline (:func:`analyze_audio`): mono mixdown -> resample to 22050 Hz ->
-log-mel spectral-flux onset envelope (11.6 ms hop) -> autocorrelation period estimate (70-180 BPM)
--> dynamic-programming beat tracking (librosa) -> metrical-level choice (prefer the
-level where the pulse is strongest inside 70-180 BPM) -> per-beat refinement to the
+Tempo pipeline (:func:`analyze_audio`): mono mixdown -> resample to 22050 Hz (soxr, as
+``librosa.resample``) -> log-mel spectral-flux onset envelope (11.6 ms hop, as
+``librosa.onset.onset_strength``) -> autocorrelation period estimate (70-180 BPM)
+-> dynamic-programming beat tracking (Ellis 2007, as ``librosa.beat``) -> metrical-level choice
+(prefer the level where the pulse is strongest inside 70-180 BPM) -> per-beat refinement to the
 onset peak -> least-squares fit of a regular grid to the beats for the tempo.
+
+Neither librosa nor ``scipy.signal`` is imported at run time: librosa's onset / feature /
+spectrum modules build Numba gufuncs when imported (1-2.5 s in every process, depending on
+Numba's cache) and ``scipy.signal`` alone takes ~1 s to import -- a cost every
+``stylecast run`` process would pay.  The few pieces used (centred STFT + mel filterbank +
+log-flux, peak picking, soxr resampling, the K-weighting biquads) are re-implemented below
+with numpy, soxr (what librosa resamples with) and one cached Numba kernel; the tests hold
+them to librosa and ``scipy.signal.lfilter``.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
-import librosa
+import numba
 import numpy as np
+import soxr
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.signal import lfilter
 
 __all__ = [
     "AudioFeatures",
@@ -78,6 +88,42 @@ def k_weighting_coefficients(sr: int) -> tuple[tuple[np.ndarray, np.ndarray], tu
     return (b_shelf, a_shelf), (b_hp, a_hp)
 
 
+@numba.njit(cache=True, nogil=True)
+def _lfilter_rows(b: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """IIR filter of each row of ``x`` (float64, 2-D), direct form II transposed, zero initial
+    state -- what ``scipy.signal.lfilter(b, a, x, axis=1)`` computes.  ``b`` and ``a`` have
+    the same length and ``a[0] == 1``."""
+    order = b.size - 1
+    out = np.empty_like(x)
+    z = np.zeros(order + 1)  # z[order] stays 0
+    for c in range(x.shape[0]):
+        z[:] = 0.0
+        for i in range(x.shape[1]):
+            xi = x[c, i]
+            yi = b[0] * xi + z[0]
+            for k in range(order):
+                z[k] = z[k + 1] + b[k + 1] * xi - a[k + 1] * yi
+            out[c, i] = yi
+    return out
+
+
+def _lfilter(b: np.ndarray, a: np.ndarray, x: np.ndarray) -> np.ndarray:
+    """``scipy.signal.lfilter(b, a, x, axis=-1)`` for a 1-D or 2-D float signal, in float64.
+
+    (Numba instead of scipy.signal, whose import costs ~1 s per process.)"""
+    b = np.asarray(b, dtype=np.float64)
+    a = np.asarray(a, dtype=np.float64)
+    if a.size == 0 or a[0] == 0:
+        raise ValueError("a[0] must be non-zero")
+    size = max(a.size, b.size)
+    b = np.pad(b, (0, size - b.size)) / a[0]
+    a = np.pad(a, (0, size - a.size)) / a[0]
+    x = np.asarray(x, dtype=np.float64)
+    rows = np.ascontiguousarray(np.atleast_2d(x))
+    out = _lfilter_rows(b, a, rows)
+    return out.reshape(x.shape)
+
+
 def _as_channels(samples: np.ndarray) -> np.ndarray:
     x = np.asarray(samples)
     if x.ndim == 1:
@@ -123,7 +169,7 @@ def integrated_loudness(samples: np.ndarray, sr: int) -> float | None:
     if x.shape[0] == 0 or n < block:
         return None
     (b1, a1), (b2, a2) = k_weighting_coefficients(sr)
-    weighted = lfilter(b2, a2, lfilter(b1, a1, x, axis=1), axis=1)
+    weighted = _lfilter(b2, a2, _lfilter(b1, a1, x))
     # Mean square per 400 ms block via cumulative sums (exact, O(n)).
     csum = np.concatenate([np.zeros((x.shape[0], 1)), np.cumsum(weighted * weighted, axis=1)], axis=1)
     starts = np.arange(0, n - block + 1, step)
@@ -168,11 +214,102 @@ class AudioFeatures(BaseModel):
     sample_rate: int = Field(..., gt=0, description="Sample rate of the analysed input in Hz.")
 
 
+_N_MELS = 128
+_ENV_FLOOR_DB = 80.0  # power_to_db's top_db
+_STFT_BLOCK = 1024  # frames per FFT block (bounds memory on long clips)
+
+
+def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+    """Slaney mel scale (``librosa.hz_to_mel(htk=False)``): linear below 1 kHz, log above."""
+    hz = np.atleast_1d(np.asarray(hz, dtype=np.float64))
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    mels = hz / f_sp
+    log_t = hz >= min_log_hz
+    mels[log_t] = min_log_mel + np.log(hz[log_t] / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz(mels: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`_hz_to_mel` (``librosa.mel_to_hz(htk=False)``)."""
+    mels = np.atleast_1d(np.asarray(mels, dtype=np.float64))
+    f_sp = 200.0 / 3
+    min_log_hz, min_log_mel, logstep = 1000.0, 1000.0 / f_sp, np.log(6.4) / 27.0
+    hz = f_sp * mels
+    log_t = mels >= min_log_mel
+    hz[log_t] = min_log_hz * np.exp(logstep * (mels[log_t] - min_log_mel))
+    return hz
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filterbank(sr: int, n_fft: int, n_mels: int = _N_MELS) -> np.ndarray:
+    """Triangular mel filters, shape ``(n_mels, 1 + n_fft // 2)``: ``librosa.filters.mel`` with
+    its defaults (Slaney scale, fmin 0, fmax sr/2, 'slaney' area normalisation), in float64.
+    Cached; the returned array is read-only."""
+    fftfreqs = np.fft.rfftfreq(n=n_fft, d=1.0 / sr)
+    min_mel, max_mel = _hz_to_mel(np.array([0.0, sr / 2.0]))
+    mel_f = _mel_to_hz(np.linspace(min_mel, max_mel, n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = np.subtract.outer(mel_f, fftfreqs)
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2 : n_mels + 2] - mel_f[:n_mels]))[:, None]
+    weights.setflags(write=False)
+    return weights
+
+
+@functools.lru_cache(maxsize=4)
+def _hann(n: int) -> np.ndarray:
+    """Periodic Hann window (``scipy.signal.get_window('hann', n, fftbins=True)``, librosa's STFT window)."""
+    w = (0.5 + 0.5 * np.cos(np.linspace(-np.pi, np.pi, n + 1)))[:n]
+    w.setflags(write=False)
+    return w
+
+
+def _mel_power(y: np.ndarray, sr: int, n_fft: int, hop: int) -> np.ndarray:
+    """Mel power spectrogram ``(n_mels, 1 + len(y) // hop)`` of a centred (zero-padded by
+    ``n_fft // 2`` both sides), Hann-windowed STFT: ``librosa.feature.melspectrogram``."""
+    padded = np.pad(np.asarray(y, dtype=np.float64), n_fft // 2)
+    frames = np.lib.stride_tricks.sliding_window_view(padded, n_fft)[::hop]
+    window, basis = _hann(n_fft), _mel_filterbank(sr, n_fft)
+    mel = np.empty((basis.shape[0], frames.shape[0]))
+    for start in range(0, frames.shape[0], _STFT_BLOCK):
+        spectrum = np.fft.rfft(frames[start : start + _STFT_BLOCK] * window, axis=1)
+        power = spectrum.real**2 + spectrum.imag**2
+        mel[:, start : start + _STFT_BLOCK] = basis @ power.T
+    return mel
+
+
 def _onset_envelope(y: np.ndarray) -> np.ndarray:
-    """Log-mel spectral flux at ANALYSIS_SR, one value per 11.6 ms frame (dB units)."""
-    return librosa.onset.onset_strength(
-        y=y, sr=ANALYSIS_SR, hop_length=_HOP, n_fft=_N_FFT
-    ).astype(np.float64)
+    """Log-mel spectral flux at ANALYSIS_SR, one value per 11.6 ms frame (dB units).
+
+    ``librosa.onset.onset_strength(y=y, sr=ANALYSIS_SR, hop_length=_HOP, n_fft=_N_FFT)``
+    re-implemented: 128-band mel power spectrogram -> dB (ref 1, amin 1e-10, floor 80 dB
+    below the maximum) -> positive frame-to-frame difference (lag 1) averaged over the bands
+    -> shifted right by 1 + n_fft // (2 hop) frames (zeros in front; the lag and the STFT
+    centring, as librosa does) and trimmed to the number of STFT frames.
+    """
+    mel = _mel_power(y, ANALYSIS_SR, _N_FFT, _HOP)
+    db = 10.0 * np.log10(np.maximum(1e-10, mel))
+    db = np.maximum(db, db.max() - _ENV_FLOOR_DB)
+    flux = np.maximum(0.0, db[:, 1:] - db[:, :-1]).mean(axis=0)
+    shift = 1 + _N_FFT // (2 * _HOP)
+    return np.concatenate([np.zeros(shift), flux])[: db.shape[1]]
+
+
+def _resample(y: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """``librosa.resample(y, orig_sr=..., target_sr=...)`` (its default 'soxr_hq'): soxr HQ,
+    then cut / zero-padded to ``ceil(len(y) * target_sr / orig_sr)`` samples."""
+    if orig_sr == target_sr:
+        return y
+    n_out = int(np.ceil(y.shape[-1] * (float(target_sr) / orig_sr)))
+    out = soxr.resample(y, orig_sr, target_sr, quality="soxr_hq")
+    if out.shape[-1] > n_out:
+        out = out[:n_out]
+    elif out.shape[-1] < n_out:
+        out = np.pad(out, (0, n_out - out.shape[-1]))
+    return np.asarray(out, dtype=y.dtype)
 
 
 def _normalized_autocorrelation(env: np.ndarray, max_lag: int) -> np.ndarray:
@@ -258,7 +395,7 @@ def _dp_beats(env: np.ndarray, period: float, tightness: float = 100.0) -> np.nd
 
 
 def _track(env: np.ndarray, bpm: float) -> np.ndarray:
-    """Beat frames from librosa's DP tracker at a fixed tempo, with the ends cleaned.
+    """Beat frames from the DP tracker (:func:`_dp_beats`) at a fixed tempo, with the ends cleaned.
 
     librosa's own trimming can drop several real beats at the ends, so the track is
     taken untrimmed; then leading/trailing beats are removed while they are weak
@@ -376,7 +513,9 @@ def analyze_audio(samples: np.ndarray, sr: int) -> AudioFeatures:
     # An onset envelope needs at least one STFT window; silence has nothing to find.
     if n == 0 or not np.any(mono) or duration_s * ANALYSIS_SR < _N_FFT:
         return AudioFeatures(**features)
-    y = mono if sr == ANALYSIS_SR else librosa.resample(mono, orig_sr=sr, target_sr=ANALYSIS_SR)
+    if not np.all(np.isfinite(mono)):
+        raise ValueError("audio samples must be finite (no NaN or inf)")
+    y = _resample(mono, sr, ANALYSIS_SR)
     env = _onset_envelope(np.ascontiguousarray(y, dtype=np.float32))
     onsets = _onset_frames(env)
     features["onset_density_per_s"] = onsets.size / duration_s
@@ -419,6 +558,39 @@ def analyze_audio(samples: np.ndarray, sr: int) -> AudioFeatures:
     return AudioFeatures(**features)
 
 
+def _peak_pick(
+    x: np.ndarray, pre_max: int, post_max: int, pre_avg: int, post_avg: int, delta: float, wait: int
+) -> np.ndarray:
+    """Indices of the peaks of a 1-D float64 array: ``librosa.util.peak_pick`` (sparse output).
+
+    ``x[n]`` is a peak when it equals the maximum of ``x[max(0, n - pre_max) : n + post_max]``,
+    is at least ``delta`` above the mean of ``x[max(0, n - pre_avg) : n + post_avg]`` (windows
+    clipped at the ends; the mean summed left to right, as librosa's Numba loop does, so ties
+    come out the same), and comes more than ``wait`` frames after the previous peak (peaks are
+    taken greedily from the left).  ``delta`` is rounded to float32 as librosa's kernel takes it.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = x.size
+    if n == 0:
+        return np.zeros(0, dtype=np.intp)
+    padded = np.concatenate([np.full(pre_max, -np.inf), x, np.full(post_max - 1, -np.inf)])
+    local_max = np.lib.stride_tricks.sliding_window_view(padded, pre_max + post_max).max(axis=1)
+    zero_padded = np.concatenate([np.zeros(pre_avg), x, np.zeros(post_avg - 1)])
+    total = np.zeros(n)
+    for k in range(pre_avg + post_avg):
+        total += zero_padded[k : k + n]
+    idx = np.arange(n)
+    count = np.minimum(idx + post_avg, n) - np.maximum(0, idx - pre_avg)
+    candidates = np.flatnonzero((x == local_max) & (x >= total / count + float(np.float32(delta))))
+    peaks: list[int] = []
+    allowed = 0
+    for c in candidates.tolist():
+        if c >= allowed:
+            peaks.append(c)
+            allowed = c + wait + 1
+    return np.asarray(peaks, dtype=np.intp)
+
+
 def _onset_frames(env: np.ndarray) -> np.ndarray:
     """Peak-picked onsets: local maxima that rise >= 1.5 dB (band-averaged flux) over
     the local mean, at most one per 50 ms. An absolute threshold in dB keeps smooth
@@ -426,9 +598,7 @@ def _onset_frames(env: np.ndarray) -> np.ndarray:
     if env.size < 3:
         return np.zeros(0, dtype=int)
     wait = int(round(0.05 * _FRAME_RATE))
-    return librosa.util.peak_pick(
-        env, pre_max=3, post_max=3, pre_avg=10, post_avg=10, delta=1.5, wait=wait
-    )
+    return _peak_pick(env, pre_max=3, post_max=3, pre_avg=10, post_avg=10, delta=1.5, wait=wait)
 
 
 # --- cut / beat alignment --------------------------------------------------------------
