@@ -9,7 +9,10 @@ Every output pixel is produced by one visit that
    ffmpeg ``lut3d=interp=tetrahedral``),
 3. dissolves source A into source B with weight ``blend_b``,
 4. fades the result toward ``fade_rgb`` by ``fade_amount``,
-5. rounds to ``uint8``.
+5. rounds to ``uint8``,
+6. (:func:`render_frame_i420` only) converts to the encoder's pixel format, I420
+   (``yuv420p``, BT.709 limited range), in the same pass: rows are rendered in pairs
+   and each pair is converted while it is still in L1.
 
 Conventions (shared with the rest of stylecast)
 -----------------------------------------------
@@ -20,6 +23,11 @@ Conventions (shared with the rest of stylecast)
   point ``i`` sits at value ``i / (N - 1)``.
 - ``inv_affine`` is a ``(2, 3)`` matrix mapping an OUTPUT pixel centre ``(x, y, 1)`` to
   the SOURCE position ``(x_src, y_src)`` that is sampled there.
+- I420 is ``uint8`` ``(H * 3 // 2, W)``, H and W even: the Y plane (H rows), then the
+  U plane and the V plane, each ``(H/2) x (W/2)`` values row-major, as
+  ``av.VideoFrame.from_ndarray(i420, format="yuv420p")`` takes it.  BT.709, limited
+  range; chroma is the mean of each 2x2 block (sited at the block centre, as
+  swscale's ``AREA`` downsampling).  Encoders must tag the stream BT.709 / tv range.
 
 The maths per output pixel (colours in 0..1)::
 
@@ -29,22 +37,37 @@ The maths per output pixel (colours in 0..1)::
     out = clip(round(c * 255), 0, 255)
 
 When ``blend_b == 0`` source B is not sampled at all, when ``blend_b == 1`` source A is
-not sampled.  The jitted cores work in float32 and are free of Python objects, so they
-run without the GIL and can be called from threads or Ray actors.  Numba caches the
-compiled machine code next to this module (``cache=True``); call :func:`warmup` once
-per process to pay the compile / cache-load cost up front.
+not sampled.  ``render_frame_i420(...) == rgb_to_i420(render_frame(...))`` bit for bit,
+and ``parallel=True`` / ``False`` give identical frames (see ``_JIT_OPTIONS``).
+The jitted cores work in float32 (the YUV conversion in fixed point) and are free of
+Python objects, so they run without the GIL and can be called from threads or Ray
+actors; with ``parallel=False`` they are plain serial code that never touches
+Numba's threading layer (for callers that run several workers as Python threads).
+Numba caches the compiled machine code next to this module (``cache=True``); call
+:func:`warmup` once per process to pay the compile / cache-load cost up front.
 
-Performance (1080p output, two 1080p sources, rotation + zoom, 33^3 LUTs, dissolve):
-about 50-65 Mpx/s of output per core (AVX-512 machine), some 30x the same work
-composed from ``cv2.warpAffine`` + a numpy trilinear LUT + ``cv2.addWeighted``; see
-``bench/bench_kernels.py``.  Output rows are split over Numba's threads
-(``numba.set_num_threads`` bounds them).
+Performance (1080p output, one thread of a shared 2-core AVX-512 machine, 33^3 LUT,
+best of 15; +-10% from run to run): colour-only frame (identity warp) 17.5-18 ms,
+zoom 1.25 + rotate 7 deg 20-22 ms, dissolve of two warped sources ~37 ms; some 30x
+the same work composed from ``cv2.warpAffine`` + a numpy trilinear LUT +
+``cv2.addWeighted`` (``bench/bench_kernels.py``).  :func:`render_frame_i420` adds
+~1 ms for the conversion (on the row pair still in L1; :func:`rgb_to_i420` alone
+takes 0.9 ms), where handing RGB to PyAV costs 4-8 ms of swscale rgb24->yuv420p:
+render + conversion went from 27.3 to 19.8 ms (colour-only), 32.5 to 24.9 ms
+(zoom/rotate) and 49.5 to 37.9 ms (dissolve).  Bit-identical results across
+variants (no reassociation, explicit FMAs) cost ~3% against free fast-math.
+``parallel=True`` splits rows (row pairs) over Numba's threads
+(``numba.set_num_threads`` bounds them); ``parallel=False`` is as fast on one thread,
+and two Python threads calling it render 2.1x the frames of one.
 """
 
 from __future__ import annotations
 
 import math
+import platform
+from types import FunctionType
 
+import llvmlite.binding as llvm
 import numba
 import numpy as np
 from llvmlite import ir
@@ -54,14 +77,21 @@ from numba.core.extending import intrinsic
 
 __all__ = [
     "render_frame",
+    "render_frame_i420",
+    "rgb_to_i420",
     "lut_apply",
     "identity_lut",
     "affine_for",
     "warmup",
 ]
 
-_JIT_OPTIONS = dict(cache=True, fastmath=True, error_model="numpy", boundscheck=False, nogil=True)
-
+# Fast-math WITHOUT "reassoc" and "contract": those let LLVM reorder / fuse float
+# operations differently in each compiled loop (vector body vs remainder, parallel vs
+# serial variant, RGB vs I420 kernel), and results then differ by a rounding tie here
+# and there.  Without them every kernel computes every pixel bit-identically, and the
+# hot expressions get their FMAs explicitly (_fma).
+_JIT_OPTIONS = dict(cache=True, fastmath={"nnan", "ninf", "nsz"}, error_model="numpy", boundscheck=False,
+                    nogil=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -77,6 +107,8 @@ _JIT_OPTIONS = dict(cache=True, fastmath=True, error_model="numpy", boundscheck=
 #   gather and LLVM would scalarise.
 # - Everything is float32 (a float64 anywhere, e.g. from ``math.floor`` returning
 #   an int, silently promotes the whole expression).
+# - Rows are shaded tile by tile into a scratch buffer on the stack (see _TILE).
+# - The serial variants are compiled without NRT (see _serial_variant).
 # --------------------------------------------------------------------------------------
 _U = np.uint64
 _MAX_AFFINE_ABS = 1e6
@@ -95,6 +127,38 @@ def _load_u32_unaligned(typingctx, data, byte_offset):
         ptr = builder.gep(ary.data, [args[1]], inbounds=True)
         ptr32 = builder.bitcast(ptr, ir.IntType(32).as_pointer())
         return builder.load(ptr32, align=1)
+
+    return sig, codegen
+
+
+def _target_has_fma() -> bool:
+    if platform.machine().lower() in ("arm64", "aarch64"):
+        return True
+    try:
+        features = numba.config.CPU_FEATURES or llvm.get_host_cpu_features().flatten()
+    except RuntimeError:
+        return False
+    return "+fma" in features.split(",")
+
+
+_HAS_FMA = _target_has_fma()
+
+
+@intrinsic
+def _fma(typingctx, a, b, c):
+    """float32 ``a * b + c``: one fused multiply-add (rounded once) where the CPU has
+    the instruction, else a multiply and an add (without FMA hardware, ``llvm.fma``
+    would be a slow library call).  Same result wherever it is compiled."""
+    if not (a == b == c == types.float32):
+        return None
+    sig = types.float32(a, b, c)
+
+    def codegen(context, builder, signature, args):
+        x, y, z = args
+        if _HAS_FMA:
+            f32 = ir.FloatType()
+            return builder.call(builder.module.declare_intrinsic("llvm.fma", [f32, f32, f32]), [x, y, z])
+        return builder.fadd(builder.fmul(x, y), z)
 
     return sig, codegen
 
@@ -135,12 +199,12 @@ def _tetra(lut_flat, n, r, g, b):
     w1 = f_hi - f_mid
     w2 = f_mid - f_lo
     w3 = f_lo
-    c0 = (w0 * lut_flat[_U(base)] + w1 * lut_flat[_U(o1)]
-          + w2 * lut_flat[_U(o2)] + w3 * lut_flat[_U(o3)])
-    c1 = (w0 * lut_flat[_U(base + 1)] + w1 * lut_flat[_U(o1 + 1)]
-          + w2 * lut_flat[_U(o2 + 1)] + w3 * lut_flat[_U(o3 + 1)])
-    c2 = (w0 * lut_flat[_U(base + 2)] + w1 * lut_flat[_U(o1 + 2)]
-          + w2 * lut_flat[_U(o2 + 2)] + w3 * lut_flat[_U(o3 + 2)])
+    c0 = (_fma(w1, lut_flat[_U(o1)], w0 * lut_flat[_U(base)])
+          + _fma(w3, lut_flat[_U(o3)], w2 * lut_flat[_U(o2)]))
+    c1 = (_fma(w1, lut_flat[_U(o1 + 1)], w0 * lut_flat[_U(base + 1)])
+          + _fma(w3, lut_flat[_U(o3 + 1)], w2 * lut_flat[_U(o2 + 1)]))
+    c2 = (_fma(w1, lut_flat[_U(o1 + 2)], w0 * lut_flat[_U(base + 2)])
+          + _fma(w3, lut_flat[_U(o3 + 2)], w2 * lut_flat[_U(o2 + 2)]))
     return c0, c1, c2
 
 
@@ -189,12 +253,12 @@ def _bilinear(src_flat, width, height, sx, sy):
     m = np.uint32(255)
     s8 = np.uint32(8)
     s16 = np.uint32(16)
-    v0 = (w00 * np.float32(p00 & m) + w01 * np.float32(p01 & m)
-          + w10 * np.float32(p10 & m) + w11 * np.float32(p11 & m))
-    v1 = (w00 * np.float32((p00 >> s8) & m) + w01 * np.float32((p01 >> s8) & m)
-          + w10 * np.float32((p10 >> s8) & m) + w11 * np.float32((p11 >> s8) & m))
-    v2 = (w00 * np.float32((p00 >> s16) & m) + w01 * np.float32((p01 >> s16) & m)
-          + w10 * np.float32((p10 >> s16) & m) + w11 * np.float32((p11 >> s16) & m))
+    v0 = (_fma(w01, np.float32(p01 & m), w00 * np.float32(p00 & m))
+          + _fma(w11, np.float32(p11 & m), w10 * np.float32(p10 & m)))
+    v1 = (_fma(w01, np.float32((p01 >> s8) & m), w00 * np.float32((p00 >> s8) & m))
+          + _fma(w11, np.float32((p11 >> s8) & m), w10 * np.float32((p10 >> s8) & m)))
+    v2 = (_fma(w01, np.float32((p01 >> s16) & m), w00 * np.float32((p00 >> s16) & m))
+          + _fma(w11, np.float32((p11 >> s16) & m), w10 * np.float32((p10 >> s16) & m)))
     return v0, v1, v2
 
 
@@ -208,29 +272,200 @@ def _store_rgb(out_flat, o, r, g, b):
     out_flat[_U(o + 2)] = np.uint8(np.int32(min(max(b, zero), top)))
 
 
+# Rows are shaded in tiles of _TILE pixels into a scratch buffer on the STACK (in L1),
+# then copied (RGB) or converted (I420) to the output.  The stack buffer is what lets
+# LLVM vectorise the serial variants too: it can prove that stores to a non-escaping
+# alloca never alias the source / LUT reads, which for arrays passed in it can only
+# assume when the function's pointer arguments are ``noalias`` (Numba sets that on
+# parfor bodies only).
+_TILE = 256
+_SCRATCH_BYTES = 2 * 3 * _TILE  # two rows of one tile, RGB
+_SUMS_ITEMS = 3 * _TILE  # vertical R, G, B sums of a row pair in one tile (I420 chroma)
+
+
+def _stack_array_intrinsic(dtype):
+    """An intrinsic ``f(n)``: 1-D C array of ``n`` (a compile-time constant) uninitialised
+    ``dtype`` items on the STACK, allocated once in the entry block of the calling
+    function: one per call, so one per thread in a parfor body.  Must not outlive the
+    function (never return or store it)."""
+
+    @intrinsic
+    def stack_array(typingctx, nitems):
+        if not isinstance(nitems, types.IntegerLiteral):
+            return None
+        size = nitems.literal_value
+        array_type = types.Array(dtype, 1, "C")
+        sig = array_type(nitems)
+
+        def codegen(context, builder, signature, args):
+            item = context.get_data_type(dtype)
+            with builder.goto_entry_block():
+                buf = builder.alloca(ir.ArrayType(item, size))
+                buf.align = 64
+            ary = context.make_array(array_type)(context, builder)
+            intp = context.get_value_type(types.intp)
+            itemsize = context.get_abi_sizeof(item)
+            context.populate_array(ary, data=builder.bitcast(buf, item.as_pointer()),
+                                   shape=[ir.Constant(intp, size)], strides=[ir.Constant(intp, itemsize)],
+                                   itemsize=ir.Constant(intp, itemsize), meminfo=None)
+            return ary._getvalue()
+
+        return sig, codegen
+
+    return stack_array
+
+
+_stack_u8 = _stack_array_intrinsic(types.uint8)
+_stack_u16 = _stack_array_intrinsic(types.uint16)
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def _shade_one(dst, at, y, x0, count, src, h, w, aff, lut, n, weight, add_r, add_g, add_b):
+    """Pixels ``x0 .. x0 + count - 1`` of output row ``y`` from one source, RGB uint8 into
+    ``dst[at:at + 3 * count]``: ``weight * LUT(warp(src)) + add`` (add includes the +0.5
+    of the rounding)."""
+    scale = np.float32(n - 1) / np.float32(255.0)
+    fy = np.float32(y)
+    # The affine is linear: per row the source position starts at (x_start, y_start)
+    # and advances by (a00, a10) per output pixel.
+    a00 = aff[0]
+    a10 = aff[3]
+    x_start = _fma(aff[1], fy, aff[2])
+    y_start = _fma(aff[4], fy, aff[5])
+    for i in range(count):
+        fx = np.float32(x0 + i)
+        v0, v1, v2 = _bilinear(src, w, h, _fma(a00, fx, x_start), _fma(a10, fx, y_start))
+        c0, c1, c2 = _tetra(lut, n, v0 * scale, v1 * scale, v2 * scale)
+        _store_rgb(dst, at + 3 * i, _fma(weight, c0, add_r), _fma(weight, c1, add_g), _fma(weight, c2, add_b))
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def _shade_two(dst, at, y, x0, count,
+               src_a, ha, wa, aff_a, lut_a, na,
+               src_b, hb, wb, aff_b, lut_b, nb,
+               weight_a, weight_b, add_r, add_g, add_b):
+    """As :func:`_shade_one` for two sources: ``wa * LUT_a(warp_a(a)) + wb * LUT_b(warp_b(b)) + add``."""
+    scale_a = np.float32(na - 1) / np.float32(255.0)
+    scale_b = np.float32(nb - 1) / np.float32(255.0)
+    fy = np.float32(y)
+    a00 = aff_a[0]
+    a10 = aff_a[3]
+    b00 = aff_b[0]
+    b10 = aff_b[3]
+    ax_start = _fma(aff_a[1], fy, aff_a[2])
+    ay_start = _fma(aff_a[4], fy, aff_a[5])
+    bx_start = _fma(aff_b[1], fy, aff_b[2])
+    by_start = _fma(aff_b[4], fy, aff_b[5])
+    for i in range(count):
+        fx = np.float32(x0 + i)
+        v0, v1, v2 = _bilinear(src_a, wa, ha, _fma(a00, fx, ax_start), _fma(a10, fx, ay_start))
+        c0, c1, c2 = _tetra(lut_a, na, v0 * scale_a, v1 * scale_a, v2 * scale_a)
+        u0, u1, u2 = _bilinear(src_b, wb, hb, _fma(b00, fx, bx_start), _fma(b10, fx, by_start))
+        d0, d1, d2 = _tetra(lut_b, nb, u0 * scale_b, u1 * scale_b, u2 * scale_b)
+        _store_rgb(dst, at + 3 * i,
+                   _fma(weight_b, d0, _fma(weight_a, c0, add_r)),
+                   _fma(weight_b, d1, _fma(weight_a, c1, add_g)),
+                   _fma(weight_b, d2, _fma(weight_a, c2, add_b)))
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def _copy_bytes(src, src_at, dst, dst_at, count):
+    for i in range(count):
+        dst[_U(dst_at + i)] = src[_U(src_at + i)]
+
+
+# BT.709 limited ("tv") range, R'G'B' 0..255 -> Y 16..235, Cb/Cr 16..240, in fixed point
+# with _Q fraction bits: exact integer arithmetic, identical in every kernel.  With
+# 0..255 inputs the results stay inside 16..240 by construction (the chroma weights of
+# each row sum to exactly 0), so no clipping is needed; every intermediate stays below
+# 2^31 in magnitude.  Chroma takes the SUM of a 2x2 block, so its weights are a quarter.
+_Q = 22
+_KY = 219.0 / 255.0
+_KCB = 224.0 / 255.0 / 1.8556
+_KCR = 224.0 / 255.0 / 1.5748
+_Y_R = round(_KY * 0.2126 * 2 ** _Q)
+_Y_G = round(_KY * 0.7152 * 2 ** _Q)
+_Y_B = round(_KY * 0.0722 * 2 ** _Q)
+_CB_R = round(-_KCB * 0.2126 * 2 ** _Q / 4)
+_CB_G = round(-_KCB * 0.7152 * 2 ** _Q / 4)
+_CB_B = -(_CB_R + _CB_G)  # = round(_KCB * (1 - 0.0722) * 2**_Q / 4): grey -> exactly 128
+_CR_G = round(-_KCR * 0.7152 * 2 ** _Q / 4)
+_CR_B = round(-_KCR * 0.0722 * 2 ** _Q / 4)
+_CR_R = -(_CR_G + _CR_B)  # = round(_KCR * (1 - 0.2126) * 2**_Q / 4)
+_Y_ADD = int(16.5 * 2 ** _Q)  # offset + 0.5: the shift then rounds half up
+_C_ADD = int(128.5 * 2 ** _Q)
+
+
+@intrinsic
+def _fixed_dot3_u8(typingctx, a, b, c, ka, kb, kc, offset):
+    """``uint8((ka * a + kb * b + kc * c + offset) >> _Q)`` in 32-bit integer arithmetic.
+
+    Numba widens integer arithmetic to 64 bits, which halves the vector width; the
+    caller guarantees that every partial sum fits in int32 (see the constants).
+    """
+    sig = types.uint8(a, b, c, ka, kb, kc, offset)
+    i32 = ir.IntType(32)
+
+    def codegen(context, builder, signature, args):
+        def as_i32(value, ty):
+            width = value.type.width
+            if width > 32:
+                return builder.trunc(value, i32)
+            if width < 32:
+                return builder.sext(value, i32) if ty.signed else builder.zext(value, i32)
+            return value
+
+        va, vb, vc, vka, vkb, vkc, voff = (as_i32(v, t) for v, t in zip(args, signature.args))
+        acc = builder.add(builder.mul(vka, va), voff)
+        acc = builder.add(acc, builder.mul(vkb, vb))
+        acc = builder.add(acc, builder.mul(vkc, vc))
+        return builder.trunc(builder.ashr(acc, ir.Constant(i32, _Q)), ir.IntType(8))
+
+    return sig, codegen
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def _rgb_rows_to_i420(rgb, top, bottom, out, y_top, y_bottom, u_at, v_at, count, sums):
+    """``count`` (even) pixels of two RGB rows (interleaved uint8 at byte offsets
+    ``top``/``bottom`` of ``rgb``) into I420: ``count`` luma values at ``out[y_top:]``
+    and at ``out[y_bottom:]``, ``count / 2`` Cb values at ``out[u_at:]`` and Cr values
+    at ``out[v_at:]``.  ``sums`` is uint16 scratch of ``3 * _TILE`` items, count <= _TILE.
+
+    Two simple loops rather than one over 2x2 blocks: stride-3 byte loads and stride-2
+    loads are vectorised with shuffles, the 6-byte stride of a block would need gathers.
+    """
+    for x in range(count):
+        t = top + 3 * x
+        b = bottom + 3 * x
+        rt = rgb[_U(t)]
+        gt = rgb[_U(t + 1)]
+        bt = rgb[_U(t + 2)]
+        rb = rgb[_U(b)]
+        gb = rgb[_U(b + 1)]
+        bb = rgb[_U(b + 2)]
+        out[_U(y_top + x)] = _fixed_dot3_u8(rt, gt, bt, _Y_R, _Y_G, _Y_B, _Y_ADD)
+        out[_U(y_bottom + x)] = _fixed_dot3_u8(rb, gb, bb, _Y_R, _Y_G, _Y_B, _Y_ADD)
+        # Vertical sums of the pair, planar.
+        sums[_U(x)] = np.uint16(rt) + np.uint16(rb)
+        sums[_U(_TILE + x)] = np.uint16(gt) + np.uint16(gb)
+        sums[_U(2 * _TILE + x)] = np.uint16(bt) + np.uint16(bb)
+    for i in range(count // 2):
+        sr = sums[_U(2 * i)] + sums[_U(2 * i + 1)]
+        sg = sums[_U(_TILE + 2 * i)] + sums[_U(_TILE + 2 * i + 1)]
+        sb = sums[_U(2 * _TILE + 2 * i)] + sums[_U(2 * _TILE + 2 * i + 1)]
+        out[_U(u_at + i)] = _fixed_dot3_u8(sr, sg, sb, _CB_R, _CB_G, _CB_B, _C_ADD)
+        out[_U(v_at + i)] = _fixed_dot3_u8(sr, sg, sb, _CR_R, _CR_G, _CR_B, _C_ADD)
+
+
 @numba.njit(parallel=True, **_JIT_OPTIONS)
 def _render_one(out_flat, out_h, out_w, src, h, w, aff, lut, n, weight, add_r, add_g, add_b):
-    """One source: ``out = weight * LUT(warp(src)) + add`` (add includes the +0.5)."""
-    scale = np.float32(n - 1) / np.float32(255.0)
-    a00 = aff[0]
-    a01 = aff[1]
-    a02 = aff[2]
-    a10 = aff[3]
-    a11 = aff[4]
-    a12 = aff[5]
+    """One source, RGB output: ``out = weight * LUT(warp(src)) + add``."""
     for y in prange(out_h):
-        fy = np.float32(y)
-        # The affine is linear: per row the source position starts at (x0, y0) and
-        # advances by (a00, a10) per output pixel.
-        x_start = a01 * fy + a02
-        y_start = a11 * fy + a12
-        row = y * out_w * 3
-        for x in range(out_w):
-            fx = np.float32(x)
-            v0, v1, v2 = _bilinear(src, w, h, a00 * fx + x_start, a10 * fx + y_start)
-            c0, c1, c2 = _tetra(lut, n, v0 * scale, v1 * scale, v2 * scale)
-            _store_rgb(out_flat, row + 3 * x,
-                       weight * c0 + add_r, weight * c1 + add_g, weight * c2 + add_b)
+        tile = _stack_u8(_SCRATCH_BYTES)
+        for x0 in range(0, out_w, _TILE):
+            count = min(_TILE, out_w - x0)
+            _shade_one(tile, 0, y, x0, count, src, h, w, aff, lut, n, weight, add_r, add_g, add_b)
+            _copy_bytes(tile, 0, out_flat, 3 * (y * out_w + x0), 3 * count)
 
 
 @numba.njit(parallel=True, **_JIT_OPTIONS)
@@ -238,38 +473,74 @@ def _render_two(out_flat, out_h, out_w,
                 src_a, ha, wa, aff_a, lut_a, na,
                 src_b, hb, wb, aff_b, lut_b, nb,
                 weight_a, weight_b, add_r, add_g, add_b):
-    """Two sources: ``out = wa * LUT_a(warp_a(a)) + wb * LUT_b(warp_b(b)) + add``."""
-    scale_a = np.float32(na - 1) / np.float32(255.0)
-    scale_b = np.float32(nb - 1) / np.float32(255.0)
-    a00 = aff_a[0]
-    a01 = aff_a[1]
-    a02 = aff_a[2]
-    a10 = aff_a[3]
-    a11 = aff_a[4]
-    a12 = aff_a[5]
-    b00 = aff_b[0]
-    b01 = aff_b[1]
-    b02 = aff_b[2]
-    b10 = aff_b[3]
-    b11 = aff_b[4]
-    b12 = aff_b[5]
+    """Two sources, RGB output: ``out = wa * LUT_a(warp_a(a)) + wb * LUT_b(warp_b(b)) + add``."""
     for y in prange(out_h):
-        fy = np.float32(y)
-        ax_start = a01 * fy + a02
-        ay_start = a11 * fy + a12
-        bx_start = b01 * fy + b02
-        by_start = b11 * fy + b12
-        row = y * out_w * 3
-        for x in range(out_w):
-            fx = np.float32(x)
-            v0, v1, v2 = _bilinear(src_a, wa, ha, a00 * fx + ax_start, a10 * fx + ay_start)
-            c0, c1, c2 = _tetra(lut_a, na, v0 * scale_a, v1 * scale_a, v2 * scale_a)
-            u0, u1, u2 = _bilinear(src_b, wb, hb, b00 * fx + bx_start, b10 * fx + by_start)
-            d0, d1, d2 = _tetra(lut_b, nb, u0 * scale_b, u1 * scale_b, u2 * scale_b)
-            _store_rgb(out_flat, row + 3 * x,
-                       weight_a * c0 + weight_b * d0 + add_r,
-                       weight_a * c1 + weight_b * d1 + add_g,
-                       weight_a * c2 + weight_b * d2 + add_b)
+        tile = _stack_u8(_SCRATCH_BYTES)
+        for x0 in range(0, out_w, _TILE):
+            count = min(_TILE, out_w - x0)
+            _shade_two(tile, 0, y, x0, count,
+                       src_a, ha, wa, aff_a, lut_a, na, src_b, hb, wb, aff_b, lut_b, nb,
+                       weight_a, weight_b, add_r, add_g, add_b)
+            _copy_bytes(tile, 0, out_flat, 3 * (y * out_w + x0), 3 * count)
+
+
+# The I420 cores work on row PAIRS: per tile, shade the two RGB rows into the stack
+# scratch (in L1), then convert them (4 luma values + 1 Cb + 1 Cr per 2x2 block).
+# _TILE and W are even, so a tile never splits a 2x2 block.
+@numba.njit(parallel=True, **_JIT_OPTIONS)
+def _render_one_i420(out_flat, out_h, out_w, src, h, w, aff, lut, n, weight, add_r, add_g, add_b):
+    half_w = out_w // 2
+    u_plane = out_h * out_w
+    v_plane = u_plane + (out_h // 2) * half_w
+    for p in prange(out_h // 2):
+        tile = _stack_u8(_SCRATCH_BYTES)
+        sums = _stack_u16(_SUMS_ITEMS)
+        for x0 in range(0, out_w, _TILE):
+            count = min(_TILE, out_w - x0)
+            _shade_one(tile, 0, 2 * p, x0, count, src, h, w, aff, lut, n, weight, add_r, add_g, add_b)
+            _shade_one(tile, 3 * _TILE, 2 * p + 1, x0, count, src, h, w, aff, lut, n,
+                       weight, add_r, add_g, add_b)
+            _rgb_rows_to_i420(tile, 0, 3 * _TILE, out_flat,
+                              2 * p * out_w + x0, (2 * p + 1) * out_w + x0,
+                              u_plane + p * half_w + x0 // 2, v_plane + p * half_w + x0 // 2, count, sums)
+
+
+@numba.njit(parallel=True, **_JIT_OPTIONS)
+def _render_two_i420(out_flat, out_h, out_w,
+                     src_a, ha, wa, aff_a, lut_a, na,
+                     src_b, hb, wb, aff_b, lut_b, nb,
+                     weight_a, weight_b, add_r, add_g, add_b):
+    half_w = out_w // 2
+    u_plane = out_h * out_w
+    v_plane = u_plane + (out_h // 2) * half_w
+    for p in prange(out_h // 2):
+        tile = _stack_u8(_SCRATCH_BYTES)
+        sums = _stack_u16(_SUMS_ITEMS)
+        for x0 in range(0, out_w, _TILE):
+            count = min(_TILE, out_w - x0)
+            _shade_two(tile, 0, 2 * p, x0, count,
+                       src_a, ha, wa, aff_a, lut_a, na, src_b, hb, wb, aff_b, lut_b, nb,
+                       weight_a, weight_b, add_r, add_g, add_b)
+            _shade_two(tile, 3 * _TILE, 2 * p + 1, x0, count,
+                       src_a, ha, wa, aff_a, lut_a, na, src_b, hb, wb, aff_b, lut_b, nb,
+                       weight_a, weight_b, add_r, add_g, add_b)
+            _rgb_rows_to_i420(tile, 0, 3 * _TILE, out_flat,
+                              2 * p * out_w + x0, (2 * p + 1) * out_w + x0,
+                              u_plane + p * half_w + x0 // 2, v_plane + p * half_w + x0 // 2, count, sums)
+
+
+@numba.njit(parallel=True, **_JIT_OPTIONS)
+def _rgb_to_i420_core(rgb_flat, out_flat, h, w):
+    half_w = w // 2
+    u_plane = h * w
+    v_plane = u_plane + (h // 2) * half_w
+    for p in prange(h // 2):
+        sums = _stack_u16(_SUMS_ITEMS)
+        for x0 in range(0, w, _TILE):
+            _rgb_rows_to_i420(rgb_flat, 3 * (2 * p * w + x0), 3 * ((2 * p + 1) * w + x0), out_flat,
+                              2 * p * w + x0, (2 * p + 1) * w + x0,
+                              u_plane + p * half_w + x0 // 2, v_plane + p * half_w + x0 // 2,
+                              min(_TILE, w - x0), sums)
 
 
 @numba.njit(parallel=True, **_JIT_OPTIONS)
@@ -289,7 +560,40 @@ def _lut_apply_core(rgb_flat, out_flat, n_pixels, lut_flat, n):
                                 np.float32(rgb_flat[_U(i)]) * scale,
                                 np.float32(rgb_flat[_U(i + 1)]) * scale,
                                 np.float32(rgb_flat[_U(i + 2)]) * scale)
-            _store_rgb(out_flat, i, c0 * k + half, c1 * k + half, c2 * k + half)
+            _store_rgb(out_flat, i, _fma(c0, k, half), _fma(c1, k, half), _fma(c2, k, half))
+
+
+def _serial_variant(core):
+    """``core`` compiled WITHOUT ``parallel=True``: plain serial code (prange acts as
+    range) that never enters Numba's threading layer, for callers that run several
+    render workers as Python threads.
+
+    The clone gets its own qualified name because Numba's on-disk cache keys a function
+    by file + qualified name + signature + bytecode, not by the ``parallel`` flag: the
+    serial and the parallel compilation of one function would load each other's code.
+
+    It is compiled without NRT (``_nrt=False``; the cores allocate nothing): with NRT,
+    the inlined helpers leave reference-count calls in the inner loop when LLVM's
+    vectoriser sees it ("call instruction cannot be vectorized"), the loop stays
+    scalar and the kernel is 3x slower.  The parfor bodies of the parallel variants
+    vectorise as they are.
+    """
+    fn = core.py_func
+    clone = FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_serial",
+                         fn.__defaults__, fn.__closure__)
+    clone.__qualname__ = fn.__qualname__ + "_serial"
+    clone.__module__ = fn.__module__
+    clone.__doc__ = fn.__doc__
+    return numba.njit(_nrt=False, **_JIT_OPTIONS)(clone)
+
+
+# parallel core -> its serial variant
+_SERIAL = {core: _serial_variant(core)
+           for core in (_render_one, _render_two, _render_one_i420, _render_two_i420, _rgb_to_i420_core)}
+
+
+def _variant(core, parallel: bool):
+    return core if parallel else _SERIAL[core]
 
 
 # --------------------------------------------------------------------------------------
@@ -350,6 +654,41 @@ def _check_unit(name: str, value) -> float:
 # --------------------------------------------------------------------------------------
 # public API
 # --------------------------------------------------------------------------------------
+def _prepare(src_a, inv_affine_a, lut_a, src_b, inv_affine_b, lut_b, blend_b, fade_rgb, fade_amount):
+    """Validate the sources and weights of a render.  Returns ``(kind, args)``: kind
+    "one" or "two" (sources sampled), args the core arguments after the output ones."""
+    src_a = _check_frame("src_a", src_a)
+    aff_a = _check_affine("inv_affine_a", inv_affine_a)
+    lut_a = _check_lut("lut_a", lut_a)
+    blend_b = _check_unit("blend_b", blend_b)
+    fade_amount = _check_unit("fade_amount", fade_amount)
+    fade = np.asarray(fade_rgb, dtype=np.float64)
+    if fade.shape != (3,) or not np.all(np.isfinite(fade)):
+        raise ValueError(f"fade_rgb must be three finite floats, got {fade_rgb!r}")
+
+    use_b = blend_b > 0.0
+    use_a = blend_b < 1.0
+    if use_b:
+        if src_b is None:
+            raise ValueError("blend_b > 0 requires src_b")
+        src_b = _check_frame("src_b", src_b)
+        aff_b = _check_affine("inv_affine_b", inv_affine_a if inv_affine_b is None else inv_affine_b)
+        lut_b = lut_a if lut_b is None else _check_lut("lut_b", lut_b)
+
+    keep = (1.0 - fade_amount) * 255.0
+    add = tuple(np.float32(v) for v in fade_amount * fade * 255.0 + 0.5)
+
+    def source(src, aff, lut):
+        return (src.reshape(-1), np.int64(src.shape[0]), np.int64(src.shape[1]),
+                aff, lut.reshape(-1), np.int64(lut.shape[0]))
+
+    if use_a and use_b:
+        return "two", (source(src_a, aff_a, lut_a) + source(src_b, aff_b, lut_b)
+                       + (np.float32(keep * (1.0 - blend_b)), np.float32(keep * blend_b)) + add)
+    one = source(src_a, aff_a, lut_a) if use_a else source(src_b, aff_b, lut_b)
+    return "one", one + (np.float32(keep),) + add
+
+
 def render_frame(out: np.ndarray,
                  src_a: np.ndarray,
                  inv_affine_a,
@@ -359,7 +698,9 @@ def render_frame(out: np.ndarray,
                  lut_b: np.ndarray | None = None,
                  blend_b: float = 0.0,
                  fade_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0),
-                 fade_amount: float = 0.0) -> np.ndarray:
+                 fade_amount: float = 0.0,
+                 *,
+                 parallel: bool = True) -> np.ndarray:
     """Render one output frame: warp + LUT each source, dissolve, fade, round to uint8.
 
     Parameters
@@ -384,6 +725,10 @@ def render_frame(out: np.ndarray,
         Colour faded toward.
     fade_amount : float in [0, 1]
         0 = no fade, 1 = fully ``fade_rgb``.
+    parallel : bool, keyword-only
+        True: rows are split over Numba's threads.  False: serial compiled code that
+        never enters Numba's threading layer (for callers that parallelise with their
+        own Python threads; the kernel releases the GIL either way).
 
     Returns
     -------
@@ -407,47 +752,92 @@ def render_frame(out: np.ndarray,
         raise ValueError(f"out must be non-empty, got shape {out.shape}")
     if not out.flags.writeable:
         raise ValueError("out must be writeable")
-    src_a = _check_frame("src_a", src_a)
-    aff_a = _check_affine("inv_affine_a", inv_affine_a)
-    lut_a = _check_lut("lut_a", lut_a)
-    blend_b = _check_unit("blend_b", blend_b)
-    fade_amount = _check_unit("fade_amount", fade_amount)
-    fade = np.asarray(fade_rgb, dtype=np.float64)
-    if fade.shape != (3,) or not np.all(np.isfinite(fade)):
-        raise ValueError(f"fade_rgb must be three finite floats, got {fade_rgb!r}")
-
-    use_b = blend_b > 0.0
-    use_a = blend_b < 1.0
-    if use_b:
-        if src_b is None:
-            raise ValueError("blend_b > 0 requires src_b")
-        src_b = _check_frame("src_b", src_b)
-        aff_b = _check_affine("inv_affine_b", inv_affine_a if inv_affine_b is None else inv_affine_b)
-        lut_b = lut_a if lut_b is None else _check_lut("lut_b", lut_b)
-
-    keep = (1.0 - fade_amount) * 255.0
-    add = fade_amount * fade * 255.0 + 0.5
-
+    kind, args = _prepare(src_a, inv_affine_a, lut_a, src_b, inv_affine_b, lut_b,
+                          blend_b, fade_rgb, fade_amount)
     target = out if out.flags.c_contiguous else np.empty(out.shape, np.uint8)
-    out_flat = target.reshape(-1)
-    oh, ow = np.int64(out.shape[0]), np.int64(out.shape[1])
-    add_r, add_g, add_b = (np.float32(v) for v in add)
-    if use_a and use_b:
-        _render_two(out_flat, oh, ow,
-                    src_a.reshape(-1), np.int64(src_a.shape[0]), np.int64(src_a.shape[1]),
-                    aff_a, lut_a.reshape(-1), np.int64(lut_a.shape[0]),
-                    src_b.reshape(-1), np.int64(src_b.shape[0]), np.int64(src_b.shape[1]),
-                    aff_b, lut_b.reshape(-1), np.int64(lut_b.shape[0]),
-                    np.float32(keep * (1.0 - blend_b)), np.float32(keep * blend_b),
-                    add_r, add_g, add_b)
-    else:
-        src, aff, lut = (src_a, aff_a, lut_a) if use_a else (src_b, aff_b, lut_b)
-        _render_one(out_flat, oh, ow,
-                    src.reshape(-1), np.int64(src.shape[0]), np.int64(src.shape[1]),
-                    aff, lut.reshape(-1), np.int64(lut.shape[0]),
-                    np.float32(keep), add_r, add_g, add_b)
+    core = _variant(_render_two if kind == "two" else _render_one, parallel)
+    core(target.reshape(-1), np.int64(out.shape[0]), np.int64(out.shape[1]), *args)
     if target is not out:
         out[...] = target
+    return out
+
+
+def _check_i420_out(out) -> tuple[int, int]:
+    """(H, W) of a valid I420 output buffer ``(H * 3 // 2, W)``."""
+    if not isinstance(out, np.ndarray) or out.dtype != np.uint8 or out.ndim != 2:
+        desc = f"{out.dtype} {out.shape}" if isinstance(out, np.ndarray) else type(out).__name__
+        raise ValueError(f"out must be a uint8 array of shape (H * 3 // 2, W), got {desc}")
+    rows, w = out.shape
+    if rows % 3 or rows < 3 or w % 2 or w < 2:
+        raise ValueError(f"out must have shape (H * 3 // 2, W) with H, W even and >= 2, got {out.shape}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous (I420 planes are packed back to back)")
+    if not out.flags.writeable:
+        raise ValueError("out must be writeable")
+    return rows // 3 * 2, w
+
+
+def render_frame_i420(out: np.ndarray,
+                      src_a: np.ndarray,
+                      inv_affine_a,
+                      lut_a: np.ndarray,
+                      src_b: np.ndarray | None = None,
+                      inv_affine_b=None,
+                      lut_b: np.ndarray | None = None,
+                      blend_b: float = 0.0,
+                      fade_rgb: tuple[float, float, float] = (0.0, 0.0, 0.0),
+                      fade_amount: float = 0.0,
+                      *,
+                      parallel: bool = True) -> np.ndarray:
+    """:func:`render_frame`, written straight to the encoder's pixel format (I420).
+
+    Same arguments, semantics and validation as :func:`render_frame`, except ``out``:
+
+    out : np.ndarray, uint8, C-contiguous, shape (H * 3 // 2, W), H and W even, >= 2
+        I420 (``yuv420p``) as ``av.VideoFrame.from_ndarray(out, format="yuv420p")``
+        takes it: rows ``0..H-1`` are the Y plane; the remaining ``H / 2`` rows hold
+        the U (Cb) plane, ``(H/2) x (W/2)`` values row-major, then the V (Cr) plane.
+
+    The result is bit-identical to ``rgb_to_i420(render_frame(...))`` (BT.709,
+    limited range, see :func:`rgb_to_i420`): each row pair is rendered to RGB uint8 by
+    the same per-pixel code, then converted in the same pass.
+    """
+    h, w = _check_i420_out(out)
+    kind, args = _prepare(src_a, inv_affine_a, lut_a, src_b, inv_affine_b, lut_b,
+                          blend_b, fade_rgb, fade_amount)
+    core = _variant(_render_two_i420 if kind == "two" else _render_one_i420, parallel)
+    core(out.reshape(-1), np.int64(h), np.int64(w), *args)
+    return out
+
+
+def rgb_to_i420(rgb: np.ndarray, out: np.ndarray | None = None, *, parallel: bool = True) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` -> I420 uint8 ``(H * 3 // 2, W)``, BT.709 limited range.
+
+    ``Y = 16 + 219 * Y' / 255`` with ``Y' = 0.2126 R + 0.7152 G + 0.0722 B``,
+    ``Cb = 128 + 224 * (B - Y') / 1.8556 / 255``, ``Cr = 128 + 224 * (R - Y') / 1.5748 / 255``
+    (R, G, B in 0..255); Cb/Cr of each 2x2 block from the mean RGB of its four pixels
+    (chroma sited at the block centre).  Rounded half up.  Y lands in 16..235 and
+    Cb/Cr in 16..240 by construction, so nothing needs clipping.  Computed in fixed
+    point (22 fraction bits, error < 0.0005 code before rounding): it can differ from
+    the exactly rounded value, by 1, only where that value lies within 0.0005 of a
+    .5 tie.
+
+    H and W must be even (4:2:0).  ``out`` as in :func:`render_frame_i420` (a new array
+    when None); ``parallel`` as in :func:`render_frame`.  Returns ``out``.
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        desc = f"{rgb.dtype} {rgb.shape}" if isinstance(rgb, np.ndarray) else type(rgb).__name__
+        raise ValueError(f"rgb must be a uint8 array of shape (H, W, 3), got {desc}")
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2 or h < 2 or w < 2:
+        raise ValueError(f"rgb must have even H and W (>= 2) for 4:2:0, got shape {rgb.shape}")
+    if out is None:
+        out = np.empty((h * 3 // 2, w), np.uint8)
+    if _check_i420_out(out) != (h, w):
+        raise ValueError(f"out shape {out.shape} does not match rgb shape {rgb.shape}: "
+                         f"expected {(h * 3 // 2, w)}")
+    _variant(_rgb_to_i420_core, parallel)(np.ascontiguousarray(rgb).reshape(-1), out.reshape(-1),
+                                         np.int64(h), np.int64(w))
     return out
 
 
@@ -553,11 +943,18 @@ def affine_for(out_size: tuple[int, int], src_size: tuple[int, int], *,
 
 
 def warmup() -> None:
-    """Compile (or load from Numba's cache) every jitted core using tiny arrays."""
+    """Compile (or load from Numba's cache) every jitted core, parallel and serial
+    variants, using tiny arrays."""
     src = np.zeros((4, 5, 3), np.uint8)
-    out = np.zeros((3, 2, 3), np.uint8)
+    out = np.zeros((2, 4, 3), np.uint8)
+    yuv = np.zeros((3, 4), np.uint8)
     lut = identity_lut(2)
     aff = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    render_frame(out, src, aff, lut)
-    render_frame(out, src, aff, lut, src, aff, lut, blend_b=0.5, fade_amount=0.25)
+    for parallel in (True, False):
+        render_frame(out, src, aff, lut, parallel=parallel)
+        render_frame(out, src, aff, lut, src, aff, lut, blend_b=0.5, fade_amount=0.25, parallel=parallel)
+        render_frame_i420(yuv, src, aff, lut, parallel=parallel)
+        render_frame_i420(yuv, src, aff, lut, src, aff, lut, blend_b=0.5, fade_amount=0.25,
+                          parallel=parallel)
+        rgb_to_i420(out, yuv, parallel=parallel)
     lut_apply(src, lut)

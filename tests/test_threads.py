@@ -1,0 +1,108 @@
+"""The local engine's thread pool: results in order, the first failure stops the rest, cancellation."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from stylecast.errors import CancelledError, MediaError
+from stylecast.threads import StopFlag, available_cores, run_all
+
+
+def _poll_until_stopped(stop, started: threading.Event | None = None, limit_s: float = 20.0) -> str:
+    if started is not None:
+        started.set()
+    end = time.monotonic() + limit_s
+    while time.monotonic() < end:
+        if stop():
+            raise CancelledError("cancelled")
+        time.sleep(0.005)
+    return "ran to the end"  # only if nobody stopped it: the tests below then fail
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_results_come_back_in_task_order(workers):
+    def task(k):
+        def run(stop):
+            time.sleep(0.01 * ((7 * k) % 5))  # finish out of order
+            return k * k
+        return run
+
+    done = []
+    assert run_all([task(k) for k in range(9)], workers, on_done=done.append) == [k * k for k in range(9)]
+    assert sorted(done) == list(range(9))
+
+
+def test_tasks_really_run_side_by_side():
+    barrier = threading.Barrier(2, timeout=10)
+
+    def task(stop):
+        barrier.wait()  # both must be running at once, or this times out
+        return threading.get_ident()
+
+    idents = run_all([task, task], 2)
+    assert idents[0] != idents[1]
+
+
+def test_first_failure_stops_the_others_and_is_raised():
+    started = threading.Event()
+    stopped = []
+
+    def slow(stop):
+        try:
+            return _poll_until_stopped(stop, started)
+        except CancelledError:
+            stopped.append(True)
+            raise
+
+    def bad(stop):
+        started.wait(10)
+        raise MediaError("damaged video data")
+
+    with pytest.raises(MediaError, match="damaged"):
+        run_all([slow, bad], 2)
+    # run_all waited for the slow task to notice the flag before returning.
+    assert stopped == [True]
+
+
+def test_outer_cancellation_reaches_every_task():
+    cancel = threading.Event()
+    started = [threading.Event(), threading.Event()]
+
+    def task(k):
+        return lambda stop: _poll_until_stopped(stop, started[k])
+
+    def cancel_when_both_run():
+        for e in started:
+            e.wait(10)
+        cancel.set()
+
+    threading.Thread(target=cancel_when_both_run, daemon=True).start()
+    # Tasks that were not stopped would return normally after 20 s, and nothing would be raised.
+    with pytest.raises(CancelledError):
+        run_all([task(0), task(1)], 2, should_stop=cancel.is_set)
+
+
+def test_serial_path_checks_the_stop_flag_between_tasks():
+    ran = []
+    with pytest.raises(CancelledError):
+        run_all([lambda stop: ran.append(1), lambda stop: ran.append(2)], 1,
+                should_stop=lambda: bool(ran))
+    assert ran == [1]
+
+
+def test_stop_flag_latches_the_outer_signal():
+    outer = [False]
+    flag = StopFlag(lambda: outer[0])
+    assert not flag()
+    outer[0] = True
+    assert flag()
+    outer[0] = False
+    assert flag()  # once stopped, stays stopped
+
+
+def test_available_cores_is_the_affinity():
+    import os
+
+    assert available_cores() == len(os.sched_getaffinity(0))
