@@ -1,7 +1,9 @@
 """Encoding and joining: the one place that writes media files.
 
 Video is H.264 (libx264, yuv420p) with closed GOPs, so that segments encoded independently — one per render
-chunk, possibly on different machines — join by remux into one stream without re-encoding.  Audio is AAC.
+chunk, possibly on different machines — join by remux into one stream without re-encoding.  Pictures are BT.709
+limited range and tagged so (matrix, primaries, transfer, range), so every player and our own decoder turn them
+back into the RGB that was rendered.  Audio is AAC.
 Final files are MP4 with the index at the front (faststart) and appear at their path only when complete.
 """
 from __future__ import annotations
@@ -87,11 +89,18 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
-class SegmentEncoder:
-    """Encodes RGB frames into an H.264 MP4 segment (video only), frame n at time n / fps.
+# BT.709 tags (ITU-T H.273 code points) written into every stream: the I420 pictures are BT.709 limited range.
+_BT709 = 1
+_RANGE_LIMITED = 1  # AVCOL_RANGE_MPEG
 
-    ``threads`` is the x264 thread count (0 = x264's choice); chunk workers that share a machine pass a
-    small number so that they do not oversubscribe the cores.
+
+class SegmentEncoder:
+    """Encodes frames into an H.264 MP4 segment (video only), frame n at time n / fps.
+
+    Frames come either as I420 (`write_i420`, what the render kernel writes: no conversion here) or as RGB
+    (`write`, converted with `kernels.render.rgb_to_i420`).  Both are BT.709 limited range.
+    ``threads`` is the x264 thread count (0 = x264's choice); workers that encode several segments side by
+    side pass 1, which on a short GOP is also faster than x264's frame threads (no pipeline fill and drain).
     """
 
     def __init__(
@@ -113,7 +122,10 @@ class SegmentEncoder:
         self._container = av.open(str(self.path), "w", format="mp4")
         stream = self._container.add_stream("libx264", rate=self.rate)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.codec_context.time_base = 1 / self.rate
+        cc = stream.codec_context
+        cc.time_base = 1 / self.rate
+        cc.colorspace, cc.color_primaries, cc.color_trc, cc.color_range = _BT709, _BT709, _BT709, _RANGE_LIMITED
+        self.width, self.height = width, height
         keyint = gop_frames(float(self.rate))
         stream.options = {
             "crf": str(crf),
@@ -126,7 +138,24 @@ class SegmentEncoder:
         self._stream = stream
 
     def write(self, rgb: np.ndarray) -> None:
-        frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+        """Encode one RGB uint8 ``(height, width, 3)`` frame."""
+        from kernels.render import rgb_to_i420
+
+        if rgb.shape != (self.height, self.width, 3):
+            raise ValueError(f"expected a ({self.height}, {self.width}, 3) frame, got {rgb.shape}")
+        self.write_i420(rgb_to_i420(rgb, parallel=False))
+
+    def write_i420(self, i420: np.ndarray) -> None:
+        """Encode one I420 uint8 ``(height * 3 // 2, width)`` frame (Y rows, then the U and V planes).
+
+        The array is wrapped, not copied: libx264 copies the picture into its look-ahead while this call
+        runs, so the caller may overwrite the array as soon as it returns (the renderer reuses one buffer).
+        """
+        if i420.shape != (self.height * 3 // 2, self.width) or i420.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 I420 array of shape ({self.height * 3 // 2}, {self.width}), "
+                             f"got {i420.dtype} {i420.shape}")
+        frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(i420), format="yuv420p")
+        frame.colorspace, frame.color_range = _BT709, _RANGE_LIMITED
         frame.pts = self.frames_written
         frame.time_base = 1 / self.rate
         for packet in self._stream.encode(frame):
