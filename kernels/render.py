@@ -340,6 +340,21 @@ def _shade_one(dst, at, y, x0, count, src, h, w, aff, lut, n, weight, add_r, add
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
+def _shade_one_unwarped(dst, at, y, x0, count, src, w, lut, n, weight, add_r, add_g, add_b):
+    """:func:`_shade_one` when the warp is the identity and the source has the output's
+    size: pixel (x, y) is read as it is, no bilinear taps (4 gathers fewer per pixel).
+    Bit-identical to the warped path: at integer positions the bilinear weights are
+    exactly (1, 0, 0, 0)."""
+    scale = np.float32(n - 1) / np.float32(255.0)
+    row = 3 * (y * w + x0)
+    for i in range(count):
+        o = row + 3 * i
+        c0, c1, c2 = _tetra(lut, n, np.float32(src[_U(o)]) * scale, np.float32(src[_U(o + 1)]) * scale,
+                            np.float32(src[_U(o + 2)]) * scale)
+        _store_rgb(dst, at + 3 * i, _fma(weight, c0, add_r), _fma(weight, c1, add_g), _fma(weight, c2, add_b))
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def _shade_two(dst, at, y, x0, count,
                src_a, ha, wa, aff_a, lut_a, na,
                src_b, hb, wb, aff_b, lut_b, nb,
@@ -506,6 +521,25 @@ def _render_one_i420(out_flat, out_h, out_w, src, h, w, aff, lut, n, weight, add
 
 
 @numba.njit(parallel=True, **_JIT_OPTIONS)
+def _render_one_i420_unwarped(out_flat, out_h, out_w, src, h, w, aff, lut, n, weight, add_r, add_g, add_b):
+    """:func:`_render_one_i420` for an identity warp of a same-size source (a colour-only frame)."""
+    half_w = out_w // 2
+    u_plane = out_h * out_w
+    v_plane = u_plane + (out_h // 2) * half_w
+    for p in prange(out_h // 2):
+        tile = _stack_u8(_SCRATCH_BYTES)
+        sums = _stack_u16(_SUMS_ITEMS)
+        for x0 in range(0, out_w, _TILE):
+            count = min(_TILE, out_w - x0)
+            _shade_one_unwarped(tile, 0, 2 * p, x0, count, src, w, lut, n, weight, add_r, add_g, add_b)
+            _shade_one_unwarped(tile, 3 * _TILE, 2 * p + 1, x0, count, src, w, lut, n,
+                                weight, add_r, add_g, add_b)
+            _rgb_rows_to_i420(tile, 0, 3 * _TILE, out_flat,
+                              2 * p * out_w + x0, (2 * p + 1) * out_w + x0,
+                              u_plane + p * half_w + x0 // 2, v_plane + p * half_w + x0 // 2, count, sums)
+
+
+@numba.njit(parallel=True, **_JIT_OPTIONS)
 def _render_two_i420(out_flat, out_h, out_w,
                      src_a, ha, wa, aff_a, lut_a, na,
                      src_b, hb, wb, aff_b, lut_b, nb,
@@ -589,7 +623,8 @@ def _serial_variant(core):
 
 # parallel core -> its serial variant
 _SERIAL = {core: _serial_variant(core)
-           for core in (_render_one, _render_two, _render_one_i420, _render_two_i420, _rgb_to_i420_core)}
+           for core in (_render_one, _render_two, _render_one_i420, _render_one_i420_unwarped, _render_two_i420,
+                        _rgb_to_i420_core)}
 
 
 def _variant(core, parallel: bool):
@@ -805,9 +840,23 @@ def render_frame_i420(out: np.ndarray,
     h, w = _check_i420_out(out)
     kind, args = _prepare(src_a, inv_affine_a, lut_a, src_b, inv_affine_b, lut_b,
                           blend_b, fade_rgb, fade_amount)
-    core = _variant(_render_two_i420 if kind == "two" else _render_one_i420, parallel)
-    core(out.reshape(-1), np.int64(h), np.int64(w), *args)
+    if kind == "two":
+        core = _render_two_i420
+    elif _is_unwarped(args, h, w):
+        core = _render_one_i420_unwarped
+    else:
+        core = _render_one_i420
+    _variant(core, parallel)(out.reshape(-1), np.int64(h), np.int64(w), *args)
     return out
+
+
+_IDENTITY_AFFINE = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], np.float32)
+
+
+def _is_unwarped(one_args, out_h: int, out_w: int) -> bool:
+    """True when a one-source render samples pixel (x, y) at exactly (x, y) of a same-size source."""
+    _, src_h, src_w, aff = one_args[:4]
+    return src_h == out_h and src_w == out_w and bool(np.array_equal(aff, _IDENTITY_AFFINE))
 
 
 def rgb_to_i420(rgb: np.ndarray, out: np.ndarray | None = None, *, parallel: bool = True) -> np.ndarray:
@@ -954,6 +1003,7 @@ def warmup() -> None:
         render_frame(out, src, aff, lut, parallel=parallel)
         render_frame(out, src, aff, lut, src, aff, lut, blend_b=0.5, fade_amount=0.25, parallel=parallel)
         render_frame_i420(yuv, src, aff, lut, parallel=parallel)
+        render_frame_i420(yuv, np.ascontiguousarray(src[:2, :4]), aff, lut, parallel=parallel)  # unwarped
         render_frame_i420(yuv, src, aff, lut, src, aff, lut, blend_b=0.5, fade_amount=0.25,
                           parallel=parallel)
         rgb_to_i420(out, yuv, parallel=parallel)
