@@ -97,11 +97,13 @@ class Pipeline:
             # --- analysis: both videos' ranges in one pool, audio alongside
             t = time.perf_counter()
             tasks = []
+            # Camera motion is estimated only where it is used: the template's, when the job transfers motion
+            # (the source's own moves are never used).
+            motion_wanted = {"template": options.transfer.motion, "source": False}
             for name in ("template", "source"):
                 for k, (t0, t1) in enumerate(split_ranges(infos[name].duration_s, chunk_seconds)):
-                    # The source's own camera motion is never used (its moves are the template's): skip that work.
                     tasks.append(((name, k), _analyze_task(paths[name], t0, t1, infos[name], flag,
-                                                           motion=name == "template")))
+                                                           motion=motion_wanted[name])))
             audio_refs = {name: self.audio.analyze.remote(paths[name], infos[name]) for name in paths}
             done = [0]
 
@@ -130,7 +132,8 @@ class Pipeline:
             finish_refs = {}
             for name in ("template", "source"):
                 parts = [results[key][0] for key, _ in tasks if key[0] == name]
-                finish_refs[name] = self.extractor.finish.remote(infos[name], parts, *audio[name])
+                finish_refs[name] = self.extractor.finish.remote(infos[name], parts, *audio[name],
+                                                                  motion_wanted[name])
             for i, name in enumerate(("template", "source")):
                 analyses[name] = finish_refs[name]  # keep as refs: they go straight to the next actors
                 self._wait(finish_refs[name], should_stop)

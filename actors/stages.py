@@ -70,7 +70,7 @@ class VideoAnalyzer(_Warm):
         """(features, node id, seconds of work)."""
         t = time.perf_counter()
         features = analyze_video_range(path, t0, t1, info=info, should_stop=self._stopper(cancel_flag),
-                                       motion=motion)
+                                       motion=motion, threads=1)
         return features, self.node_id, time.perf_counter() - t
 
 
@@ -86,9 +86,9 @@ class AudioAnalyzer(_Warm):
 class StyleExtractor(_Warm):
     """Merges gathered ranges into shots/transitions/per-shot colour and motion; extracts StyleJSON."""
 
-    def finish(self, info: ProbeInfo, parts: list[RangeFeatures], audio, audio_reason):
+    def finish(self, info: ProbeInfo, parts: list[RangeFeatures], audio, audio_reason, motion_analysed: bool = True):
         track, motion = merge_ranges(parts)
-        return finish_analysis(info, track, motion, audio, audio_reason)
+        return finish_analysis(info, track, motion, audio, audio_reason, motion_analysed=motion_analysed)
 
     def extract(self, analysis):
         return extract_style(analysis)

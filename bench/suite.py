@@ -326,7 +326,8 @@ def bench_e2e(cfg: dict, work: Path) -> dict:
     thr = {}
     for name in ("colour_only", "full_style"):
         st = res[name]["stage_seconds_median"]
-        counts = {"template_analysis_and_extraction": frames_tpl, "source_analysis": frames_src,
+        # "analysis" decodes both videos (side by side); extraction works on the template's shots.
+        counts = {"analysis": (frames_tpl or 0) + (frames_src or 0), "style_extraction": frames_tpl,
                   "plan_and_render": res[name]["frames"]}
         thr[name] = {k: (counts[k] / v if counts.get(k) and v else None) for k, v in st.items()}
     res["stage_fps"] = thr

@@ -52,12 +52,14 @@ def analysis_size(info: ProbeInfo) -> tuple[int, int]:
 
 
 def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: ProbeInfo | None = None,
-                        should_stop: Callable[[], bool] | None = None, motion: bool = True) -> RangeFeatures:
+                        should_stop: Callable[[], bool] | None = None, motion: bool = True,
+                        threads: int = 0) -> RangeFeatures:
     """Features of the frames in ``[t0, t1)`` seconds, each scored against its true predecessor.
 
     should_stop: polled every few frames; when it returns True the range is abandoned (`CancelledError`).
     motion: estimate camera motion between frames.  A job's *source* needs none (the moves it gets are the
             template's), so the engine skips that work there; its shots then read as static.
+    threads: decoder threads (0 = FFmpeg's choice; 1 when ranges run side by side).
     """
     info = info or probe(path)
     size = analysis_size(info)
@@ -68,7 +70,7 @@ def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: 
     for margin in (3.0 / info.fps, 1.0, t0):
         start = max(0.0, t0 - margin) if t0 > 0 else 0.0
         k = 0
-        for frame in iter_frames(path, start, t1, info=info, size=size):
+        for frame in iter_frames(path, start, t1, info=info, size=size, threads=threads, deblock=False):
             if frame.time_s < t0 - 1e-6:
                 prev_rgb = frame.rgb
                 continue
@@ -138,6 +140,7 @@ class VideoAnalysis:
     audio: AudioFeatures | None
     audio_reason: str | None = None
     fade_colors: dict[int, str] = field(default_factory=dict)
+    motion_analysed: bool = True  # False: camera motion was not estimated (every shot then reads as static)
 
     def report(self) -> dict:
         """The JSON document of ``stylecast analyze``."""
@@ -167,6 +170,7 @@ def finish_analysis(
     motion: np.ndarray,
     audio: AudioFeatures | None,
     audio_reason: str | None = None,
+    motion_analysed: bool = True,
 ) -> VideoAnalysis:
     """Shots, transitions, per-shot colour/motion and framing from a whole video's gathered features."""
     n = track.n_frames
@@ -200,7 +204,8 @@ def finish_analysis(
         i: ("black" if float(track.mean_luma[t.frame]) < 50.0 else "white")
         for i, t in enumerate(transitions) if t.kind == "fade"
     }
-    return VideoAnalysis(info, track, motion, transitions, result, letterbox, audio, audio_reason, fade_colors)
+    return VideoAnalysis(info, track, motion, transitions, result, letterbox, audio, audio_reason, fade_colors,
+                         motion_analysed)
 
 
 def split_ranges(duration_s: float, chunk_seconds: float | None) -> list[tuple[float, float | None]]:
@@ -213,6 +218,72 @@ def split_ranges(duration_s: float, chunk_seconds: float | None) -> list[tuple[f
     return ranges
 
 
+@dataclass
+class AnalysisJob:
+    """One video's analysis cut into independent tasks (time ranges, then the audio) and the merge after them.
+
+    The local engine runs the tasks of several jobs on one thread pool (`stylecast.threads.run_all`); the
+    Ray pipeline sends the same range work to actors.
+    """
+
+    path: str
+    info: ProbeInfo
+    ranges: list[tuple[float, float | None]]
+    motion: bool = True
+    threads: int = 0  # decoder threads per range
+
+    @classmethod
+    def plan(cls, path: str | Path, *, info: ProbeInfo | None = None, chunk_seconds: float | None = None,
+             parts: int = 1, motion: bool = True) -> AnalysisJob:
+        """``chunk_seconds`` long ranges, or else ``parts`` equal ones (one per worker: one seek each)."""
+        info = info or probe(path)
+        if not chunk_seconds and parts > 1:
+            chunk_seconds = info.duration_s / parts + 1e-6
+        return cls(str(path), info, split_ranges(info.duration_s, chunk_seconds), motion, 1 if parts > 1 else 0)
+
+    def tasks(self) -> list[Callable[[Callable[[], bool]], object]]:
+        def video(t0, t1):
+            return lambda stop: analyze_video_range(self.path, t0, t1, info=self.info, should_stop=stop,
+                                                    motion=self.motion, threads=self.threads)
+
+        return [video(t0, t1) for t0, t1 in self.ranges] + [lambda stop: analyze_audio_file(self.path, self.info)]
+
+    def finish(self, results: Sequence[object]) -> VideoAnalysis:
+        """Merge the results of `tasks` (in task order)."""
+        *parts, (audio, reason) = results
+        track, motion = merge_ranges(parts)
+        return finish_analysis(self.info, track, motion, audio, reason, motion_analysed=self.motion)
+
+
+def analyze_files(
+    jobs: Sequence[AnalysisJob],
+    *,
+    workers: int = 1,
+    progress: Callable[[str, int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[VideoAnalysis]:
+    """Run the tasks of several analyses on one pool of ``workers`` threads; one `VideoAnalysis` per job."""
+    from stylecast.threads import run_all
+
+    tasks, owners = [], []
+    for j, job in enumerate(jobs):
+        job_tasks = job.tasks()
+        tasks += job_tasks
+        owners += [j] * len(job_tasks)
+    n_video = sum(len(job.ranges) for job in jobs)
+    is_audio = [k == len(tasks) - 1 or owners[k + 1] != owners[k] for k in range(len(tasks))]
+    counts = {"video_analysis": 0, "audio_analysis": 0}
+
+    def on_done(k: int) -> None:
+        if progress:
+            stage = "audio_analysis" if is_audio[k] else "video_analysis"
+            counts[stage] += 1
+            progress(stage, counts[stage], len(jobs) if is_audio[k] else n_video)
+
+    results = run_all(tasks, workers, should_stop=should_stop, on_done=on_done)
+    return [job.finish([r for r, o in zip(results, owners) if o == j]) for j, job in enumerate(jobs)]
+
+
 def analyze_file(
     path: str | Path,
     *,
@@ -220,17 +291,8 @@ def analyze_file(
     chunk_seconds: float | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     motion: bool = True,
+    workers: int = 1,
 ) -> VideoAnalysis:
     """Analyse a whole video in this process, range by range (the same code path the cluster runs)."""
-    info = info or probe(path)
-    ranges = split_ranges(info.duration_s, chunk_seconds)
-    parts = []
-    for k, (t0, t1) in enumerate(ranges):
-        parts.append(analyze_video_range(path, t0, t1, info=info, motion=motion))
-        if progress:
-            progress("video_analysis", k + 1, len(ranges))
-    track, motion = merge_ranges(parts)
-    audio, reason = analyze_audio_file(path, info)
-    if progress:
-        progress("audio_analysis", 1, 1)
-    return finish_analysis(info, track, motion, audio, reason)
+    job = AnalysisJob.plan(path, info=info, chunk_seconds=chunk_seconds, parts=workers, motion=motion)
+    return analyze_files([job], workers=workers, progress=progress)[0]

@@ -51,6 +51,16 @@ class ProgressPrinter:
         self._stage = None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def _positive_float(text: str) -> float:
     try:
         value = float(text)
@@ -92,7 +102,8 @@ def _run_job(args, source, template, out, options, style_json_path, progress):
         from stylecast import engine
 
         return engine.run(source, template, out, options, style_json_path=style_json_path,
-                          chunk_seconds=args.chunk_seconds, progress=progress)
+                          chunk_seconds=args.chunk_seconds, workers=getattr(args, "workers", None),
+                          progress=progress)
     from actors.pipeline import Pipeline
     from cluster import connect
 
@@ -133,7 +144,8 @@ def cmd_extract(args) -> int:
     _check_writable(args.output, [args.template])
     _check_writable(args.cube, [args.template, args.output])
     progress = ProgressPrinter(enabled=not args.quiet)
-    style, _ = engine.extract(args.template, chunk_seconds=args.chunk_seconds, progress=progress)
+    style, _ = engine.extract(args.template, chunk_seconds=args.chunk_seconds, workers=args.workers,
+                              progress=progress)
     progress.finish()
     engine.write_json_atomic(args.output, style.model_dump(mode="json"))
     if args.cube:
@@ -154,7 +166,8 @@ def cmd_apply(args) -> int:
     style = engine.load_style(args.style)
     out = _check_output(args.output, [args.source, args.style])
     progress = ProgressPrinter(enabled=not args.quiet)
-    path, plan = engine.apply(args.source, style, out, options, chunk_seconds=args.chunk_seconds, progress=progress)
+    path, plan = engine.apply(args.source, style, out, options, chunk_seconds=args.chunk_seconds,
+                              workers=args.workers, progress=progress)
     progress.finish()
     print(json.dumps({"output": str(path), "frames": plan.output.frame_count,
                       "duration_s": round(plan.output.duration_s, 3)}, indent=2))
@@ -163,9 +176,11 @@ def cmd_apply(args) -> int:
 
 def cmd_analyze(args) -> int:
     from stylecast.analyze import analyze_file
+    from stylecast.threads import available_cores
 
     progress = ProgressPrinter(enabled=not args.quiet)
-    analysis = analyze_file(args.video, chunk_seconds=args.chunk_seconds, progress=progress)
+    analysis = analyze_file(args.video, chunk_seconds=args.chunk_seconds, workers=args.workers or available_cores(),
+                            progress=progress)
     progress.finish()
     json.dump(analysis.report(), sys.stdout, indent=2)
     sys.stdout.write("\n")
@@ -341,8 +356,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def chunk_arg(p):
         p.add_argument("--chunk-seconds", type=_positive_float, default=None, metavar="S",
-                       help="split videos into time chunks of S seconds (default: one chunk in this process, "
-                            "2 s on Ray)")
+                       help="split videos into time chunks of S seconds (default: one chunk per worker in this "
+                            "process, 2 s on Ray)")
+        p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
+                       help="threads working side by side in this process (default: one per core); "
+                            "on Ray there is one stage actor per CPU instead")
 
     def ray_args(p):
         g = p.add_mutually_exclusive_group()

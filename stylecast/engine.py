@@ -1,7 +1,8 @@
 """The engine in one process: analyse → extract StyleJSON → plan → render.
 
 The Ray pipeline (`actors/`) runs the same steps with the ranges spread over workers; this module is the
-reference path, used by the CLI's local mode and by the tests.
+reference path, used by the CLI's local mode and by the tests.  It runs the same independent pieces (analysis
+ranges of both videos, render ranges, the audio) on a pool of threads, one per core (``workers``).
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from stylecast.analyze import VideoAnalysis, analyze_file
+from stylecast.analyze import AnalysisJob, VideoAnalysis, analyze_file, analyze_files
 from stylecast.errors import MediaError, OptionsError
 from stylecast.media.probe import probe
 from stylecast.options import Options, format_validation_error
@@ -21,6 +22,7 @@ from stylecast.plan import RenderPlan, build_plan
 from stylecast.render import decode_size_for, render_plan
 from stylecast.style import StyleJSON, extract_style
 from stylecast.plan import output_spec
+from stylecast.threads import available_cores
 
 Progress = Callable[[str, int, int], None]
 
@@ -46,9 +48,11 @@ def load_style(path: str | Path) -> StyleJSON:
                            f"{format_validation_error(exc)}") from None
 
 
-def extract(template: str | Path, *, chunk_seconds: float | None = None,
+def extract(template: str | Path, *, chunk_seconds: float | None = None, workers: int | None = None,
             progress: Progress | None = None) -> tuple[StyleJSON, VideoAnalysis]:
-    analysis = analyze_file(template, chunk_seconds=chunk_seconds, progress=progress)
+    """Analyse ``template`` and extract its StyleJSON.  ``workers``: threads (default: one per core)."""
+    analysis = analyze_file(template, chunk_seconds=chunk_seconds, progress=progress,
+                            workers=workers or available_cores())
     style = extract_style(analysis)
     if progress:
         progress("style_extraction", 1, 1)
@@ -62,18 +66,21 @@ def apply(
     options: Options | None = None,
     *,
     chunk_seconds: float | None = None,
+    workers: int | None = None,
     progress: Progress | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> tuple[Path, RenderPlan]:
+    """Render ``source`` (a path, or its analysis) in ``style``.  ``workers``: threads (default: one per core)."""
     options = options or Options()
+    workers = workers or available_cores()
     analysis = source if isinstance(source, VideoAnalysis) else analyze_file(
-        source, chunk_seconds=chunk_seconds, progress=progress, motion=False)
+        source, chunk_seconds=chunk_seconds, progress=progress, motion=False, workers=workers)
     out = output_spec(analysis, style, options)
     plan = build_plan(analysis, style, options, decode_size=decode_size_for((out.width, out.height), analysis.probe))
     if progress:
         progress("style_application", 1, 1)
     path = render_plan(plan, out_path, source_path=analysis.probe.path, chunk_seconds=chunk_seconds,
-                       progress=progress, should_stop=should_stop)
+                       workers=workers, progress=progress, should_stop=should_stop)
     return path, plan
 
 
@@ -85,26 +92,37 @@ def run(
     *,
     style_json_path: str | Path | None = None,
     chunk_seconds: float | None = None,
+    workers: int | None = None,
     progress: Progress | None = None,
 ) -> RunResult:
     """Analyse both videos, extract the template's style, render the source in it.
 
-    Both inputs are probed first so that a bad template fails before any work is done on the source.
+    Both inputs are probed first so that a bad template fails before any work is done on the source.  The
+    two analyses run side by side on ``workers`` threads (default: one per core); so does the render.
+    ``stage_seconds``: ``analysis`` (both videos, wall time), ``style_extraction``, ``plan_and_render``.
     """
     options = options or Options()
-    for path in (source, template):
-        probe(path)
+    workers = workers or available_cores()
+    infos = [probe(path) for path in (source, template)]
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    style, _ = extract(template, chunk_seconds=chunk_seconds, progress=progress)
-    timings["template_analysis_and_extraction"] = time.perf_counter() - t
+    # Camera motion is estimated only where it is used: the template's, when the job transfers motion (the
+    # source's own moves are never used).  Without it the StyleJSON's motion group is null, with that reason.
+    jobs = [AnalysisJob.plan(template, info=infos[1], chunk_seconds=chunk_seconds, parts=workers,
+                             motion=options.transfer.motion),
+            AnalysisJob.plan(source, info=infos[0], chunk_seconds=chunk_seconds, parts=workers, motion=False)]
+    template_analysis, source_analysis = analyze_files(jobs, workers=workers, progress=progress)
+    timings["analysis"] = time.perf_counter() - t
+    t = time.perf_counter()
+    style = extract_style(template_analysis)
+    if progress:
+        progress("style_extraction", 1, 1)
     if style_json_path:
         write_json_atomic(style_json_path, style.model_dump(mode="json"))
+    timings["style_extraction"] = time.perf_counter() - t
     t = time.perf_counter()
-    source_analysis = analyze_file(source, chunk_seconds=chunk_seconds, progress=progress, motion=False)
-    timings["source_analysis"] = time.perf_counter() - t
-    t = time.perf_counter()
-    path, plan = apply(source_analysis, style, out_path, options, chunk_seconds=chunk_seconds, progress=progress)
+    path, plan = apply(source_analysis, style, out_path, options, chunk_seconds=chunk_seconds, workers=workers,
+                       progress=progress)
     timings["plan_and_render"] = time.perf_counter() - t
     return RunResult(path, style, plan, timings)
 

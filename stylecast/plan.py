@@ -221,8 +221,9 @@ def output_spec(source: VideoAnalysis, style: StyleJSON | None, options: Options
     if options.transfer.framing and style is not None and style.framing is not None:
         lb = style.framing.letterbox
         # Only real bars (≥ 2% of the side) are reproduced; thin edges are encoder padding, not a look.
+        # Even sizes: a bar then covers whole 4:2:0 chroma samples.
         letterbox = tuple(
-            int(round(frac * side)) if frac >= 0.02 else 0
+            int(round(frac * side / 2)) * 2 if frac >= 0.02 else 0
             for frac, side in ((lb.top, h), (lb.bottom, h), (lb.left, w), (lb.right, w))
         )
     return OutputSpec(width=w, height=h, fps=float(fps), frame_count=0, crf=o.crf, preset=o.preset,

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
-from kernels.render import identity_lut, render_frame
+from kernels.render import identity_lut, render_frame_i420
 from stylecast.color import transfer_lut
 from stylecast.errors import CancelledError, MediaError
 from stylecast.media.decode import DecodedFrame, fit_size, iter_frames, read_audio
 from stylecast.media.encode import AUDIO_RATE, SegmentEncoder, gop_frames, join_segments
 from stylecast.media.probe import ProbeInfo, probe
 from stylecast.plan import Layer, RenderPlan, frame_recipe, layer_affine
+from stylecast.threads import run_all
 
 LUT_SIZE = 33
 _EPS = 1e-4
@@ -85,15 +86,23 @@ def render_range(
     should_stop: Callable[[], bool] | None = None,
     on_frame: Callable[[int], None] | None = None,
 ) -> RangeResult:
-    """Render output frames ``[n0, n1)`` of ``plan`` into an independent H.264 segment at ``out_path``."""
+    """Render output frames ``[n0, n1)`` of ``plan`` into an independent H.264 segment at ``out_path``.
+
+    threads: 0 lets the decoder and the kernel use every core; 1 keeps this call on one core (for workers
+             that run side by side: Ray actors, or the threads of `render_plan`).  x264 always runs one
+             thread per GOP encoder: its output then does not depend on the machine or the split, and on a
+             1 s GOP its frame threads cost more than they give (pipeline fill and drain per GOP).
+    """
     source_path = source_path or plan.source_path
     info = info or probe(source_path)
     out = plan.output
     size = decode_size_for((out.width, out.height), info)
     luts = _LutCache(plan)
     cursors: dict[int, _SourceCursor] = {}
-    frame = np.empty((out.height, out.width, 3), np.uint8)
-    top, bottom, left, right = out.letterbox_px
+    # The kernel writes the encoder's pixel format (I420) directly: no RGB frame, no swscale pass.
+    frame = np.empty((out.height * 3 // 2, out.width), np.uint8)
+    parallel_kernel = threads != 1
+    bars = _letterbox_slices(out.width, out.height, out.letterbox_px)
 
     def source(layer: Layer) -> np.ndarray:
         cur = cursors.get(layer.segment)
@@ -119,7 +128,7 @@ def render_range(
                     encoder.close()
                 gop_paths.append(out_path.with_name(f".{out_path.stem}.g{n:07d}.mp4"))
                 encoder = SegmentEncoder(gop_paths[-1], out.width, out.height, out.fps, crf=out.crf,
-                                         preset=out.preset, threads=threads)
+                                         preset=out.preset, threads=1)
             if should_stop is not None and should_stop():
                 raise CancelledError("cancelled")
             recipe = frame_recipe(plan, n)
@@ -132,18 +141,13 @@ def render_range(
                 src_b = source(b)
                 kwargs = dict(src_b=src_b, inv_affine_b=layer_affine(plan, b, (src_b.shape[1], src_b.shape[0])),
                               lut_b=luts.get(plan.segments[b.segment].color), blend_b=recipe.blend)
-            render_frame(frame, src_a, layer_affine(plan, a, (src_a.shape[1], src_a.shape[0])),
-                         luts.get(seg_a.color), fade_rgb=recipe.fade_rgb,
-                         fade_amount=min(1.0, max(0.0, recipe.fade_amount)), **kwargs)
-            if top:
-                frame[:top] = 0
-            if bottom:
-                frame[out.height - bottom:] = 0
-            if left:
-                frame[:, :left] = 0
-            if right:
-                frame[:, out.width - right:] = 0
-            encoder.write(frame)
+            render_frame_i420(frame, src_a, layer_affine(plan, a, (src_a.shape[1], src_a.shape[0])),
+                              luts.get(seg_a.color), fade_rgb=recipe.fade_rgb,
+                              fade_amount=min(1.0, max(0.0, recipe.fade_amount)), parallel=parallel_kernel,
+                              **kwargs)
+            for plane, region, value in bars:
+                plane(frame)[region] = value
+            encoder.write_i420(frame)
             # Drop decoders of segments that can no longer be needed.
             for k in [k for k in cursors if k < a.segment]:
                 cursors.pop(k).close()
@@ -163,6 +167,36 @@ def render_range(
         for p in gop_paths:
             p.unlink(missing_ok=True)
     return RangeResult(str(out_path), n0, n1, n1 - n0)
+
+
+def _letterbox_slices(width: int, height: int, letterbox_px: tuple[int, int, int, int]) -> list:
+    """(plane view, region, value) triples that paint the bars black in an I420 frame.
+
+    Black is Y 16 and Cb = Cr = 128 (limited range).  Bars are whole 2x2 blocks (the plan makes them even)
+    so no chroma sample mixes bar and picture.
+    """
+    top, bottom, left, right = letterbox_px
+    hw, hh = width // 2, height // 2
+
+    def luma(f):
+        return f[:height]
+
+    def chroma(f):  # U and V planes stacked: (2 * height/2, width/2)
+        return f[height:].reshape(height, hw)
+
+    bars = []
+    for lo, hi, axis in ((0, top, 0), (height - bottom, height, 0), (0, left, 1), (width - right, width, 1)):
+        if hi <= lo:
+            continue
+        if axis == 0:
+            bars.append((luma, np.s_[lo:hi], 16))
+            c_lo, c_hi = lo // 2, (hi + 1) // 2
+            bars.append((chroma, np.s_[c_lo:c_hi], 128))
+            bars.append((chroma, np.s_[hh + c_lo: hh + c_hi], 128))
+        else:
+            bars.append((luma, np.s_[:, lo:hi], 16))
+            bars.append((chroma, np.s_[:, lo // 2:(hi + 1) // 2], 128))
+    return bars
 
 
 def render_audio(plan: RenderPlan, source_path: str | None = None, info: ProbeInfo | None = None) -> np.ndarray | None:
@@ -234,14 +268,21 @@ def _apply_loudness(audio: np.ndarray, sr: int, gain_db: float) -> np.ndarray:
     return out
 
 
-def output_ranges(plan: RenderPlan, chunk_seconds: float | None) -> list[tuple[int, int]]:
-    """Output frame ranges for chunked rendering: whole GOPs, so the joined result does not depend on the split."""
+def output_ranges(plan: RenderPlan, chunk_seconds: float | None, parts: int = 1) -> list[tuple[int, int]]:
+    """Output frame ranges for chunked rendering: whole GOPs, so the joined result does not depend on the split.
+
+    chunk_seconds: range length (rounded to whole GOPs); when None, the frames are split into ``parts``
+                   ranges of (nearly) equal GOP counts — one per worker, so each decodes from one seek.
+    """
     n = plan.output.frame_count
-    if not chunk_seconds:
-        return [(0, n)]
     gop = gop_frames(plan.output.fps)
-    step = max(1, int(round(chunk_seconds * plan.output.fps / gop))) * gop
-    return [(a, min(n, a + step)) for a in range(0, n, step)]
+    if chunk_seconds:
+        step = max(1, int(round(chunk_seconds * plan.output.fps / gop))) * gop
+        return [(a, min(n, a + step)) for a in range(0, n, step)]
+    gops = -(-n // gop)
+    parts = max(1, min(parts, gops))
+    edges = [min(n, (gops * k // parts) * gop) for k in range(parts + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
 def render_plan(
@@ -250,11 +291,17 @@ def render_plan(
     *,
     source_path: str | None = None,
     chunk_seconds: float | None = None,
+    workers: int = 1,
     work_dir: str | Path | None = None,
     progress: Callable[[str, int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Path:
-    """Render the whole plan in this process (the cluster runs the same steps on workers)."""
+    """Render the whole plan in this process (the cluster runs the same steps on workers).
+
+    workers: render ranges side by side on this many threads, each on one core (decode, kernel and x264
+             single-threaded: independent GOP encoders scale better than x264's frame threads on short GOPs);
+             the audio is cut on the same pool.  1 renders one range with every library's own threading.
+    """
     if plan.output.frame_count <= 0:
         raise MediaError("the render plan has no frames")
     out_path = Path(out_path)
@@ -262,16 +309,28 @@ def render_plan(
     info = probe(source_path)
     work = Path(work_dir) if work_dir else out_path.parent
     work.mkdir(parents=True, exist_ok=True)
-    ranges = output_ranges(plan, chunk_seconds)
-    segments: list[Path] = []
-    try:
-        for k, (n0, n1) in enumerate(ranges):
-            seg = work / f".{out_path.stem}.seg{k:05d}.mp4"
-            segments.append(seg)
-            render_range(plan, n0, n1, seg, source_path=source_path, info=info, should_stop=should_stop)
+    ranges = output_ranges(plan, chunk_seconds, parts=workers)
+    segments = [work / f".{out_path.stem}.seg{k:05d}.mp4" for k in range(len(ranges))]
+    threads = 1 if workers > 1 else 0
+
+    def range_task(k: int):
+        n0, n1 = ranges[k]
+        return lambda stop: render_range(plan, n0, n1, segments[k], source_path=source_path, info=info,
+                                         threads=threads, should_stop=stop)
+
+    done = [0]
+
+    def on_done(k: int) -> None:
+        if k < len(ranges):
+            done[0] += 1
             if progress:
-                progress("rendering", k + 1, len(ranges))
-        join_segments(segments, out_path, audio=render_audio(plan, source_path, info))
+                progress("rendering", done[0], len(ranges))
+
+    tasks = [range_task(k) for k in range(len(ranges))]
+    tasks.append(lambda stop: render_audio(plan, source_path, info))
+    try:
+        results = run_all(tasks, workers, should_stop=should_stop, on_done=on_done)
+        join_segments(segments, out_path, audio=results[-1])
     finally:
         for seg in segments:
             seg.unlink(missing_ok=True)

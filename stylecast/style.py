@@ -273,6 +273,8 @@ def extract_transitions(analysis) -> tuple[TransitionsGroup, float]:
 
 
 def extract_motion(analysis) -> tuple[MotionGroup, float]:
+    if not getattr(analysis, "motion_analysed", True):
+        raise ValueError("camera motion was not analysed: the job does not transfer motion")
     shots = [
         MotionShot(start_s=s.start_s, end_s=s.end_s, motion=MotionParams(**s.motion.model_dump()))
         for s in analysis.shots

@@ -165,3 +165,52 @@ def test_chunked_render_matches_single_chunk(tmp_path, source_analysis, template
     mse = ((fa.astype(np.float64) - fb.astype(np.float64)) ** 2).mean(axis=(1, 2, 3))
     psnr = 10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))
     assert psnr.mean() >= 40 and psnr.min() >= 35, (psnr.mean(), psnr.min())
+
+
+def test_render_threads_give_the_same_file(tmp_path, source_analysis, template_style):
+    """One thread or several (GOP-aligned ranges, one x264 per GOP): the same encoded pictures."""
+    import av
+
+    style, _ = template_style
+    outs = [engine.apply(source_analysis, style, tmp_path / f"w{w}.mp4", Options(), workers=w)[0] for w in (1, 2, 3)]
+
+    def packets(path):
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(video=0) if p.size]
+
+    first = packets(outs[0])
+    assert len(first) > 30
+    for other in outs[1:]:
+        assert packets(other) == first
+
+
+def test_letterbox_bars_are_black_in_every_plane(tmp_path, source_analysis, template_style):
+    """Bars from a letterboxed template are painted in the I420 planes: black (Y 16, Cb = Cr = 128)."""
+    from stylecast.style import Letterbox
+
+    style = template_style[0].model_copy(deep=True)
+    style.framing.letterbox = Letterbox(top=0.1, bottom=0.1, left=0.0, right=0.0)
+    out, plan = engine.apply(source_analysis, style, tmp_path / "bars.mp4",
+                             Options.model_validate({"transfer": {"framing": True}}))
+    top, bottom, left, right = plan.output.letterbox_px
+    assert top > 0 and bottom > 0 and top % 2 == 0 and bottom % 2 == 0
+    import av
+
+    h = plan.output.height
+    with av.open(str(out)) as c:
+        for k, frame in enumerate(c.decode(video=0)):
+            if k % 10:
+                continue
+            yuv = frame.to_ndarray()  # I420 as stored
+            y, chroma = yuv[:h], yuv[h:].reshape(h, -1)
+            half = h // 2
+            # Rows of 8x8 transform blocks wholly inside a bar (the block that holds the edge rings, CRF 20).
+            y_top, y_bottom = top // 8 * 8, -(-(h - bottom) // 8) * 8
+            c_top, c_bottom = top // 2 // 8 * 8, -(-(half - bottom // 2) // 8) * 8
+            assert y_top > 0 and y_bottom < h and c_top > 0 and c_bottom < half
+            assert np.abs(y[:y_top].astype(int) - 16).max() <= 2
+            assert np.abs(y[y_bottom:].astype(int) - 16).max() <= 2
+            for plane in (chroma[:half], chroma[half:]):
+                assert np.abs(plane[:c_top].astype(int) - 128).max() <= 2
+                assert np.abs(plane[c_bottom:].astype(int) - 128).max() <= 2
+            assert y[top + 2: h - bottom - 2].std() > 5  # the picture is still there

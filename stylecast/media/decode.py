@@ -46,12 +46,15 @@ def iter_frames(
     info: ProbeInfo | None = None,
     size: tuple[int, int] | None = None,
     threads: int = 0,
+    deblock: bool = True,
 ) -> Iterator[DecodedFrame]:
     """Yield the frames whose presentation time lies in ``[t0, t1)`` seconds, in order.
 
     size:    display-oriented (width, height) to scale to; default: the display size.
     threads: decoder threads (0 = FFmpeg's choice).  Seeks to the keyframe before ``t0`` and drops frames
              before it, so the result does not depend on where the previous range ended.
+    deblock: run the codec's loop (deblocking) filter.  Analysis, which looks at frames scaled down to a
+             few hundred pixels, turns it off: invisible there, and about a third of H.264 decode time.
     """
     info = info or probe(path)
     out_w, out_h = size or (info.display_width, info.display_height)
@@ -70,6 +73,8 @@ def iter_frames(
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads
+        if not deblock:
+            stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "all"}
         tb = stream.time_base
         for attempt_back in (0.0, 2.0, None):
             if t0 > 0 and attempt_back is not None:
@@ -92,7 +97,8 @@ def iter_frames(
                 continue
             if rel >= t_end - _TIME_EPS:
                 break
-            rgb = frame.to_ndarray(format="rgb24", width=scale_w, height=scale_h)
+            # swscale's automatic threading costs more than it saves per frame (4.1 vs 1.4 ms at 1080p here).
+            rgb = frame.to_ndarray(format="rgb24", width=scale_w, height=scale_h, threads=threads or 1)
             if rot_k:
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=rot_k))
             yield DecodedFrame(rel, rgb)
