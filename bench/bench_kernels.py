@@ -15,6 +15,10 @@ rotation + zoom affine with bilinear sampling (border replicate), graded by a 33
 and the worst case, a dissolve frame (two sources, each warped and graded, blended 60/40) — fused vs
 ``cv2.warpAffine`` x2 + numpy LUT x2 + ``cv2.addWeighted``.
 
+What the renderer feeds x264 (I420), 1 thread each: the fused kernel writing I420 in the same pass
+(``render_frame_i420``) vs the RGB kernel followed by swscale's rgb24 -> yuv420p (the earlier renderer),
+for the typical frame and for a colour-only frame (identity warp of a same-size source: the unwarped path).
+
 Targets (typical frame): (a) >= 60 Mpx/s per core and (a) >= 1.5x (c).  Times are wall-clock; the
 best and the median over ``--frames`` renders are reported (best is the figure least
 disturbed by other processes on a shared machine).  Also prints the CPU time per
@@ -38,7 +42,7 @@ if str(REPO) not in sys.path:
 
 import numba  # noqa: E402
 
-from kernels.render import affine_for, identity_lut, render_frame, warmup  # noqa: E402
+from kernels.render import affine_for, identity_lut, render_frame, render_frame_i420, warmup  # noqa: E402
 
 try:
     import cv2
@@ -202,6 +206,30 @@ def main(argv=None) -> dict:
     numba.set_num_threads(1)
     results["fused_1_thread"] = time_it(fused, repeats)
     results["dissolve_fused_1_thread"] = time_it(fused_dissolve, repeats)
+    # What the encoder gets: I420 from the kernel's own pass vs RGB + swscale (single-threaded, as it runs).
+    import av
+
+    i420 = np.empty((OUT_H * 3 // 2, OUT_W), np.uint8)
+    a_same = _resize(a, (OUT_W, OUT_H))
+    unwarped = affine_for((OUT_W, OUT_H), (OUT_W, OUT_H))
+
+    def rgb_then_swscale(src, aff, **kw):
+        render_frame(out, src, aff, lut, **kw)
+        av.VideoFrame.from_ndarray(out, format="rgb24").reformat(format="yuv420p", dst_colorspace="ITU709",
+                                                                 threads=1)
+
+    results["i420_fused_1_thread"] = time_it(
+        lambda: render_frame_i420(i420, a, aff_a, lut, fade_rgb=(0.0, 0.0, 0.0), fade_amount=FADE), repeats)
+    results["i420_rgb_plus_swscale_1_thread"] = time_it(
+        lambda: rgb_then_swscale(a, aff_a, fade_rgb=(0.0, 0.0, 0.0), fade_amount=FADE), repeats)
+    results["colour_only_i420_fused_1_thread"] = time_it(lambda: render_frame_i420(i420, a_same, unwarped, lut),
+                                                         repeats)
+    results["colour_only_rgb_plus_swscale_1_thread"] = time_it(lambda: rgb_then_swscale(a_same, unwarped), repeats)
+    results["i420_speedup_vs_rgb_plus_swscale"] = (results["i420_rgb_plus_swscale_1_thread"]["best_ms"]
+                                                   / results["i420_fused_1_thread"]["best_ms"])
+    results["colour_only_speedup_vs_rgb_plus_swscale"] = (
+        results["colour_only_rgb_plus_swscale_1_thread"]["best_ms"]
+        / results["colour_only_i420_fused_1_thread"]["best_ms"])
     numba.set_num_threads(max_threads)
     results["fused_all_threads"] = time_it(fused, repeats)
     fused()
@@ -240,7 +268,11 @@ def main(argv=None) -> dict:
             (f"(b) fused, {max_threads} threads", "fused_all_threads"),
             ("(c) cv2+numpy composed, 1 thread", "composed_cv2_numpy_1_thread"),
             ("dissolve: fused, 1 thread", "dissolve_fused_1_thread"),
-            ("dissolve: cv2+numpy, 1 thread", "dissolve_composed_cv2_numpy_1_thread")]
+            ("dissolve: cv2+numpy, 1 thread", "dissolve_composed_cv2_numpy_1_thread"),
+            ("-> I420: fused, 1 thread", "i420_fused_1_thread"),
+            ("-> I420: RGB kernel + swscale", "i420_rgb_plus_swscale_1_thread"),
+            ("colour-only -> I420: fused", "colour_only_i420_fused_1_thread"),
+            ("colour-only -> I420: RGB + swscale", "colour_only_rgb_plus_swscale_1_thread")]
     for label, key in rows:
         if key in results:
             r = results[key]
@@ -253,6 +285,9 @@ def main(argv=None) -> dict:
     if "dissolve_speedup_fused1_vs_composed1" in results:
         print(f"dissolve frame, fused / composed (1 thread each): "
               f"{results['dissolve_speedup_fused1_vs_composed1']:.1f}x best")
+    print(f"I420 for the encoder, fused / RGB kernel + swscale: typical frame "
+          f"{results['i420_speedup_vs_rgb_plus_swscale']:.2f}x, colour-only frame "
+          f"{results['colour_only_speedup_vs_rgb_plus_swscale']:.2f}x")
     print(f"fused all threads / 1 thread: {results['parallel_speedup']:.2f}x")
     for target, ok in results["targets"].items():
         print(f"target {target}: {'met' if ok else 'NOT met'}")
