@@ -22,6 +22,9 @@ from stylecast.plan import Layer, RenderPlan, frame_recipe, layer_affine
 from stylecast.threads import run_all
 
 LUT_SIZE = 33
+# Render ranges per worker thread, taken from a queue: content makes equal ranges cost unequal time (x264,
+# dissolves), and smaller ranges even that out; each extra range costs one seek and its keyframe pre-roll.
+RANGES_PER_WORKER = 2
 _EPS = 1e-4
 
 
@@ -309,7 +312,7 @@ def render_plan(
     info = probe(source_path)
     work = Path(work_dir) if work_dir else out_path.parent
     work.mkdir(parents=True, exist_ok=True)
-    ranges = output_ranges(plan, chunk_seconds, parts=workers)
+    ranges = output_ranges(plan, chunk_seconds, parts=workers * RANGES_PER_WORKER if workers > 1 else 1)
     segments = [work / f".{out_path.stem}.seg{k:05d}.mp4" for k in range(len(ranges))]
     threads = 1 if workers > 1 else 0
 

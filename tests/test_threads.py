@@ -106,3 +106,25 @@ def test_available_cores_is_the_affinity():
     import os
 
     assert available_cores() == len(os.sched_getaffinity(0))
+
+
+@pytest.mark.parametrize("frames, fps, parts", [(600, 30.0, 4), (601, 30.0, 4), (45, 30.0, 6), (1, 25.0, 3),
+                                                (299, 29.97, 2), (90, 30.0, 1)])
+def test_render_ranges_partition_the_frames_on_gop_bounds(frames, fps, parts):
+    """The ranges the local render hands its threads: every frame once, in order, each range starting on a
+    GOP (so segments join into the same stream however the job is split), as even as whole GOPs allow."""
+    from types import SimpleNamespace
+
+    from stylecast.media.encode import gop_frames
+    from stylecast.render import output_ranges
+
+    plan = SimpleNamespace(output=SimpleNamespace(frame_count=frames, fps=fps))
+    ranges = output_ranges(plan, None, parts=parts)
+    assert ranges[0][0] == 0 and ranges[-1][1] == frames
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    gop = gop_frames(fps)
+    assert all(n0 % gop == 0 and n1 > n0 for n0, n1 in ranges)
+    gops = -(-frames // gop)
+    assert len(ranges) == min(parts, gops)
+    sizes = [-(-(n1 - n0) // gop) for n0, n1 in ranges]
+    assert max(sizes) - min(sizes) <= 1
