@@ -144,3 +144,20 @@ def test_node_loss_during_rendering_still_completes(cluster, pipeline, runs, sou
     assert result.chunk_nodes["rendering"][-1] != killed[0]
     workers[1] = c.add_node(num_cpus=1, object_store_memory=STORE)
     c.wait_for_nodes()
+
+
+def test_motion_off_job_does_not_analyse_template_motion_on_ray_or_locally(pipeline, source_clip, template_clip,
+                                                                           tmp_path):
+    """The template's camera motion is estimated only when the job transfers it; both paths say so alike."""
+    from stylecast import engine
+
+    opts = Options.model_validate({"transfer": {"motion": False}, "max_duration_s": 2.0})
+    on_ray = pipeline.run(source_clip.path, template_clip.path, tmp_path / "ray.mp4", opts, chunk_seconds=1.3)
+    local = engine.run(source_clip.path, template_clip.path, tmp_path / "local.mp4", opts)
+    for result in (on_ray, local):
+        assert result.style.motion is None
+        assert result.style.meta.failures["motion"] == "camera motion was not analysed: the job does not transfer motion"
+        assert result.style.color is not None and result.style.pacing is not None
+        assert result.output.exists()
+    assert on_ray.style.pacing == local.style.pacing
+    assert set(local.stage_seconds) == {"analysis", "style_extraction", "plan_and_render"}
