@@ -239,19 +239,24 @@ class AnalysisJob:
         info = info or probe(path)
         if not chunk_seconds and parts > 1:
             chunk_seconds = info.duration_s / parts + 1e-6
-        return cls(str(path), info, split_ranges(info.duration_s, chunk_seconds), motion, 1 if parts > 1 else 0)
+        ranges = split_ranges(info.duration_s, chunk_seconds)
+        # Ranges side by side: one decoder thread each; a single range keeps FFmpeg's own threading.
+        return cls(str(path), info, ranges, motion, 1 if len(ranges) > 1 else 0)
 
-    def tasks(self) -> list[Callable[[Callable[[], bool]], object]]:
+    def audio_task(self) -> Callable[[Callable[[], bool]], object]:
+        return lambda stop: analyze_audio_file(self.path, self.info)
+
+    def video_tasks(self) -> list[Callable[[Callable[[], bool]], object]]:
         def video(t0, t1):
             return lambda stop: analyze_video_range(self.path, t0, t1, info=self.info, should_stop=stop,
                                                     motion=self.motion, threads=self.threads)
 
-        return [video(t0, t1) for t0, t1 in self.ranges] + [lambda stop: analyze_audio_file(self.path, self.info)]
+        return [video(t0, t1) for t0, t1 in self.ranges]
 
-    def finish(self, results: Sequence[object]) -> VideoAnalysis:
-        """Merge the results of `tasks` (in task order)."""
-        *parts, (audio, reason) = results
-        track, motion = merge_ranges(parts)
+    def finish(self, audio_result: tuple, video_results: Sequence[RangeFeatures]) -> VideoAnalysis:
+        """Merge the results of `audio_task` and `video_tasks` (in order)."""
+        audio, reason = audio_result
+        track, motion = merge_ranges(video_results)
         return finish_analysis(self.info, track, motion, audio, reason, motion_analysed=self.motion)
 
 
@@ -265,23 +270,22 @@ def analyze_files(
     """Run the tasks of several analyses on one pool of ``workers`` threads; one `VideoAnalysis` per job."""
     from stylecast.threads import run_all
 
-    tasks, owners = [], []
-    for j, job in enumerate(jobs):
-        job_tasks = job.tasks()
-        tasks += job_tasks
-        owners += [j] * len(job_tasks)
-    n_video = sum(len(job.ranges) for job in jobs)
-    is_audio = [k == len(tasks) - 1 or owners[k + 1] != owners[k] for k in range(len(tasks))]
-    counts = {"video_analysis": 0, "audio_analysis": 0}
+    # The audio tasks first: queued last, they would run alone at the end while the other cores idle.
+    tasks = [job.audio_task() for job in jobs]
+    spans = []
+    for job in jobs:
+        video = job.video_tasks()
+        spans.append((len(tasks), len(tasks) + len(video)))
+        tasks += video
+    done = [0]
 
     def on_done(k: int) -> None:
+        done[0] += 1
         if progress:
-            stage = "audio_analysis" if is_audio[k] else "video_analysis"
-            counts[stage] += 1
-            progress(stage, counts[stage], len(jobs) if is_audio[k] else n_video)
+            progress("analysis", done[0], len(tasks))
 
     results = run_all(tasks, workers, should_stop=should_stop, on_done=on_done)
-    return [job.finish([r for r, o in zip(results, owners) if o == j]) for j, job in enumerate(jobs)]
+    return [job.finish(results[j], results[a:b]) for j, (job, (a, b)) in enumerate(zip(jobs, spans))]
 
 
 def analyze_file(

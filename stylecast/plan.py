@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kernels.render import affine_for
 from stylecast.analyze import VideoAnalysis
@@ -103,7 +103,15 @@ class OutputSpec(_Model):
     frame_count: int
     crf: int
     preset: str
-    letterbox_px: tuple[int, int, int, int] = (0, 0, 0, 0)
+    letterbox_px: tuple[int, int, int, int] = (0, 0, 0, 0)  # top, bottom, left, right
+
+    @field_validator("letterbox_px")
+    @classmethod
+    def _even_bars(cls, bars: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        # Bars cover whole 4:2:0 chroma samples: an odd bar would grey one picture row's colour.
+        if any(b < 0 or b % 2 for b in bars):
+            raise ValueError(f"letterbox bars must be even, non-negative pixel counts, got {bars}")
+        return bars
 
     @property
     def duration_s(self) -> float:

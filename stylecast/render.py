@@ -314,7 +314,8 @@ def render_plan(
     work.mkdir(parents=True, exist_ok=True)
     ranges = output_ranges(plan, chunk_seconds, parts=workers * RANGES_PER_WORKER if workers > 1 else 1)
     segments = [work / f".{out_path.stem}.seg{k:05d}.mp4" for k in range(len(ranges))]
-    threads = 1 if workers > 1 else 0
+    # Ranges side by side: each on one core.  A single range (a short video) keeps the libraries' threading.
+    threads = 1 if workers > 1 and len(ranges) > 1 else 0
 
     def range_task(k: int):
         n0, n1 = ranges[k]
@@ -324,16 +325,16 @@ def render_plan(
     done = [0]
 
     def on_done(k: int) -> None:
-        if k < len(ranges):
+        if k > 0:
             done[0] += 1
             if progress:
                 progress("rendering", done[0], len(ranges))
 
-    tasks = [range_task(k) for k in range(len(ranges))]
-    tasks.append(lambda stop: render_audio(plan, source_path, info))
+    # The audio first: queued last, it would run alone at the end while the other cores idle.
+    tasks = [lambda stop: render_audio(plan, source_path, info)] + [range_task(k) for k in range(len(ranges))]
     try:
         results = run_all(tasks, workers, should_stop=should_stop, on_done=on_done)
-        join_segments(segments, out_path, audio=results[-1])
+        join_segments(segments, out_path, audio=results[0])
     finally:
         for seg in segments:
             seg.unlink(missing_ok=True)

@@ -15,12 +15,23 @@ from typing import Any
 from stylecast.errors import CancelledError
 
 
-def available_cores() -> int:
-    """Cores this process may run on (its CPU affinity, not the machine's count)."""
+def available_cores(cpu_max_path: str = "/sys/fs/cgroup/cpu.max") -> int:
+    """Cores this process may use: its CPU affinity, capped by a cgroup v2 CPU quota (a container's limit).
+
+    ``cpu.max`` holds ``"<quota> <period>"`` in microseconds, or ``"max <period>"`` when unlimited; a pod
+    limited to 2 CPUs on a 64-core host gets 2 workers, not 64.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+        cores = os.cpu_count() or 1
+    try:
+        quota, period = open(cpu_max_path).read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            cores = min(cores, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass  # no cgroup v2 limit visible: the affinity is the limit
+    return max(1, cores)
 
 
 class StopFlag:

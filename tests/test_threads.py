@@ -102,12 +102,6 @@ def test_stop_flag_latches_the_outer_signal():
     assert flag()  # once stopped, stays stopped
 
 
-def test_available_cores_is_the_affinity():
-    import os
-
-    assert available_cores() == len(os.sched_getaffinity(0))
-
-
 @pytest.mark.parametrize("frames, fps, parts", [(600, 30.0, 4), (601, 30.0, 4), (45, 30.0, 6), (1, 25.0, 3),
                                                 (299, 29.97, 2), (90, 30.0, 1)])
 def test_render_ranges_partition_the_frames_on_gop_bounds(frames, fps, parts):
@@ -128,3 +122,29 @@ def test_render_ranges_partition_the_frames_on_gop_bounds(frames, fps, parts):
     assert len(ranges) == min(parts, gops)
     sizes = [-(-(n1 - n0) // gop) for n0, n1 in ranges]
     assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.mark.parametrize("cpu_max, cap", [("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000", 2),
+                                           ("50000 100000", 1), ("garbage", None)])
+def test_available_cores_honours_a_cgroup_cpu_quota(tmp_path, cpu_max, cap):
+    """In a container limited to N CPUs the local engine starts N workers, not one per host core."""
+    import os
+
+    path = tmp_path / "cpu.max"
+    path.write_text(cpu_max)
+    affinity = len(os.sched_getaffinity(0))
+    want = affinity if cap is None else min(affinity, cap)
+    assert available_cores(str(path)) == want
+    assert available_cores(str(tmp_path / "absent")) == affinity
+
+
+def test_plan_refuses_odd_letterbox_bars():
+    """I420 bars must cover whole chroma samples."""
+    from pydantic import ValidationError
+
+    from stylecast.plan import OutputSpec
+
+    ok = OutputSpec(width=64, height=48, fps=30.0, frame_count=1, crf=20, preset="veryfast", letterbox_px=(4, 4, 0, 0))
+    assert ok.letterbox_px == (4, 4, 0, 0)
+    with pytest.raises(ValidationError, match="even"):
+        OutputSpec(width=64, height=48, fps=30.0, frame_count=1, crf=20, preset="veryfast", letterbox_px=(3, 4, 0, 0))

@@ -53,8 +53,9 @@ def iter_frames(
     size:    display-oriented (width, height) to scale to; default: the display size.
     threads: decoder threads (0 = FFmpeg's choice).  Seeks to the keyframe before ``t0`` and drops frames
              before it, so the result does not depend on where the previous range ended.
-    deblock: run the codec's loop (deblocking) filter.  Analysis, which looks at frames scaled down to a
-             few hundred pixels, turns it off: invisible there, and about a third of H.264 decode time.
+    deblock: run the codec's loop (deblocking) filter on every frame.  Analysis, which looks at frames
+             scaled down to a few hundred pixels, skips it on frames no other frame refers to (invisible at
+             that size, ~5% of decode time); reference frames stay exact, so no error builds up over a GOP.
     """
     info = info or probe(path)
     out_w, out_h = size or (info.display_width, info.display_height)
@@ -74,7 +75,7 @@ def iter_frames(
         if threads:
             stream.codec_context.thread_count = threads
         if not deblock:
-            stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "all"}
+            stream.codec_context.options = {**stream.codec_context.options, "skip_loop_filter": "noref"}
         tb = stream.time_base
         for attempt_back in (0.0, 2.0, None):
             if t0 > 0 and attempt_back is not None:
