@@ -145,7 +145,7 @@ class Renderer(_Warm):
 
     def join(self, plan, out_path: str, *segments: bytes) -> str:
         from stylecast.media.encode import join_segments
-        from stylecast.render import render_audio
+        from stylecast.render import encode_plan_audio
 
         work = Path(tempfile.mkdtemp(prefix="stylecast-join-", dir=str(Path(out_path).parent)))
         paths = []
@@ -154,9 +154,10 @@ class Renderer(_Warm):
                 p = work / f"{k:05d}.mp4"
                 p.write_bytes(data)
                 paths.append(p)
-            join_segments(paths, out_path, audio=render_audio(plan, info=self._probe(plan.source_path)))
+            audio = encode_plan_audio(plan, work / "audio.m4a", info=self._probe(plan.source_path))
+            join_segments(paths, out_path, audio_file=audio)
         finally:
-            for p in paths:
+            for p in paths + [work / "audio.m4a"]:
                 p.unlink(missing_ok=True)
             work.rmdir()
         return out_path

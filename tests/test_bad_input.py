@@ -63,8 +63,9 @@ def _overwrite(data: bytes, at: int, n: int, seed: int) -> bytes:
 @pytest.fixture(scope="module")
 def files(tmp_path_factory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("bad_input")
-    src = make_clip(d / "good_source.mp4", [ShotSpec(frames=25, seed=1, palette="green", pan_x=0.04),
-                                            ShotSpec(frames=25, seed=2, palette="urban")],
+    # 3.2 s: more than one GOP, so a keyframe lies in the middle of the file (the "concealed" case needs one).
+    src = make_clip(d / "good_source.mp4", [ShotSpec(frames=40, seed=1, palette="green", pan_x=0.04),
+                                            ShotSpec(frames=40, seed=2, palette="urban")],
                     fps=FPS, width=W, height=H, bpm=120, audio_level_dbfs=-20.0)
     tpl = make_clip(d / "good_template.mp4", [ShotSpec(frames=20, seed=5, palette="cool", pan_x=0.3),
                                               ShotSpec(frames=20, seed=6, palette="sunset")],

@@ -215,3 +215,36 @@ def test_letterbox_bars_are_black_in_every_plane(tmp_path, source_analysis, temp
                 assert np.abs(plane[:c_top].astype(int) - 128).max() <= 2
                 assert np.abs(plane[c_bottom:].astype(int) - 128).max() <= 2
             assert y[top + 2: h - bottom - 2].std() > 5  # the picture is still there
+
+
+def test_reused_decoders_give_the_same_pictures(tmp_path, monkeypatch, source_analysis, template_style):
+    """A re-cut plan returns to source shots; the renderer moves an open decoder forward instead of opening
+    a new one.  Same encoded pictures as with a fresh decoder per segment start, and fewer decoders opened."""
+    import av
+
+    from stylecast import render
+
+    style, _ = template_style
+    opened = []
+    real_init = render._SourceCursor.__init__
+
+    def counting_init(self, *args, **kwargs):
+        opened.append(args[1])
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(render._SourceCursor, "__init__", counting_init)
+
+    def packets(path):
+        with av.open(str(path)) as c:
+            return [bytes(p) for p in c.demux(video=0) if p.size]
+
+    reused, plan = engine.apply(source_analysis, style, tmp_path / "reused.mp4", Options(), workers=1)
+    opened_reusing = len(opened)
+    opened.clear()
+    monkeypatch.setattr(render._CursorPool, "REUSE_WITHIN_S", -1.0)
+    monkeypatch.setattr(render._CursorPool, "MAX_OPEN", 1)
+    fresh, _ = engine.apply(source_analysis, style, tmp_path / "fresh.mp4", Options(), workers=1)
+    assert len(plan.segments) > 3
+    assert opened_reusing < len(opened), (opened_reusing, len(opened))
+    print("decoders opened", opened_reusing, len(opened))
+    assert packets(reused) == packets(fresh)

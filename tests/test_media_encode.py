@@ -84,3 +84,35 @@ def test_wrong_frames_are_refused(tmp_path, method, frame):
     finally:
         enc.abort()
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_pre_encoded_audio_file_joins_like_audio_encoded_in_the_join(tmp_path):
+    """The renderer encodes its audio beside the video ranges (`encode_audio`) and the join only remuxes it:
+    the result must decode to the same samples, start and length as audio encoded by the join itself."""
+    from stylecast.media.decode import read_audio
+    from stylecast.media.encode import encode_audio
+
+    h, w = 32, 48
+    paths = []
+    for k in range(2):
+        paths.append(tmp_path / f"s{k}.mp4")
+        with SegmentEncoder(paths[-1], w, h, 25.0) as enc:
+            for _ in range(25):
+                enc.write_i420(_flat_i420(h, w, 100, 128, 128))
+    sr = 48000
+    t = np.arange(int(2.3 * sr)) / sr  # longer than the 2 s of video: trimmed either way
+    audio = (0.5 * np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)])).astype(np.float32)
+    in_join = join_segments(paths, tmp_path / "in_join.mp4", audio=audio)
+    m4a = encode_audio(audio, tmp_path / "audio.m4a", duration_s=2.0)
+    remuxed = join_segments(paths, tmp_path / "remuxed.mp4", audio_file=m4a)
+    a, b = read_audio(in_join), read_audio(remuxed)
+    assert a.shape == b.shape and np.array_equal(a, b)
+    for path in (in_join, remuxed):
+        with av.open(str(path)) as c:
+            s = c.streams.audio[0]
+            assert s.start_time == 0 and float(s.duration * s.time_base) == pytest.approx(2.0, abs=1e-3)
+    short = encode_audio(audio[:, : sr // 2], tmp_path / "short.m4a", duration_s=2.0)  # padded with silence
+    padded = read_audio(join_segments(paths, tmp_path / "padded.mp4", audio_file=short))
+    assert padded.shape[1] >= 2 * sr and np.abs(padded[:, int(0.6 * sr):]).max() < 1e-3
+    with pytest.raises(ValueError):
+        join_segments(paths, tmp_path / "both.mp4", audio=audio, audio_file=m4a)
