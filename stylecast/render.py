@@ -23,9 +23,6 @@ from stylecast.plan import Layer, RenderPlan, frame_recipe, layer_affine
 from stylecast.threads import run_all
 
 LUT_SIZE = 33
-# Render ranges per worker thread, taken from a queue: content makes equal ranges cost unequal time (x264,
-# dissolves), and smaller ranges even that out; each extra range costs one seek and its keyframe pre-roll.
-RANGES_PER_WORKER = 2
 _EPS = 1e-4
 
 
@@ -167,11 +164,39 @@ def render_range(
     out = plan.output
     size = decode_size_for((out.width, out.height), info)
     luts = _LutCache(plan)
-    cursors = _CursorPool(source_path, info, size, threads, plan.source_fps)
-    # The kernel writes the encoder's pixel format (I420) directly: no RGB frame, no swscale pass.
-    frame = np.empty((out.height * 3 // 2, out.width), np.uint8)
     parallel_kernel = threads != 1
     bars = _letterbox_slices(out.width, out.height, out.letterbox_px)
+
+    def pictures(stop: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray]]:
+        """(n, I420 picture) for every output frame, in one buffer: each is encoded before the next is made."""
+        # The kernel writes the encoder's pixel format (I420) directly: no RGB frame, no swscale pass.
+        frame = np.empty((out.height * 3 // 2, out.width), np.uint8)
+        cursors = _CursorPool(source_path, info, size, threads, plan.source_fps)
+        try:
+            for n in range(n0, n1):
+                if stop():
+                    raise CancelledError("cancelled")
+                recipe = frame_recipe(plan, n)
+                a = recipe.a
+                seg_a = plan.segments[a.segment]
+                src_a = cursors.frame(a, recipe.b)
+                kwargs = {}
+                if recipe.b is not None:
+                    b = recipe.b
+                    src_b = cursors.frame(b, a)
+                    kwargs = dict(src_b=src_b, inv_affine_b=layer_affine(plan, b, (src_b.shape[1], src_b.shape[0])),
+                                  lut_b=luts.get(plan.segments[b.segment].color), blend_b=recipe.blend)
+                render_frame_i420(frame, src_a, layer_affine(plan, a, (src_a.shape[1], src_a.shape[0])),
+                                  luts.get(seg_a.color), fade_rgb=recipe.fade_rgb,
+                                  fade_amount=min(1.0, max(0.0, recipe.fade_amount)), parallel=parallel_kernel,
+                                  **kwargs)
+                for plane, region, value in bars:
+                    plane(frame)[region] = value
+                yield n, frame
+        finally:
+            cursors.close()
+
+    frames = pictures(should_stop or (lambda: False))
 
     # Each GOP gets a fresh encoder: x264 carries rate-control state from frame to frame, so a GOP encoded
     # after other GOPs would differ from the same GOP encoded first in a chunk.  Fresh encoders make the
@@ -181,31 +206,13 @@ def render_range(
     gop_paths: list[Path] = []
     encoder: SegmentEncoder | None = None
     try:
-        for n in range(n0, n1):
+        for n, frame in frames:
             if encoder is None or n % gop == 0:
                 if encoder is not None:
                     encoder.close()
                 gop_paths.append(out_path.with_name(f".{out_path.stem}.g{n:07d}.mp4"))
                 encoder = SegmentEncoder(gop_paths[-1], out.width, out.height, out.fps, crf=out.crf,
                                          preset=out.preset, threads=1)
-            if should_stop is not None and should_stop():
-                raise CancelledError("cancelled")
-            recipe = frame_recipe(plan, n)
-            a = recipe.a
-            seg_a = plan.segments[a.segment]
-            src_a = cursors.frame(a, recipe.b)
-            kwargs = {}
-            if recipe.b is not None:
-                b = recipe.b
-                src_b = cursors.frame(b, a)
-                kwargs = dict(src_b=src_b, inv_affine_b=layer_affine(plan, b, (src_b.shape[1], src_b.shape[0])),
-                              lut_b=luts.get(plan.segments[b.segment].color), blend_b=recipe.blend)
-            render_frame_i420(frame, src_a, layer_affine(plan, a, (src_a.shape[1], src_a.shape[0])),
-                              luts.get(seg_a.color), fade_rgb=recipe.fade_rgb,
-                              fade_amount=min(1.0, max(0.0, recipe.fade_amount)), parallel=parallel_kernel,
-                              **kwargs)
-            for plane, region, value in bars:
-                plane(frame)[region] = value
             encoder.write_i420(frame)
             if on_frame is not None:
                 on_frame(n)
@@ -218,7 +225,7 @@ def render_range(
             encoder.abort()
         raise
     finally:
-        cursors.close()
+        frames.close()
         for p in gop_paths:
             p.unlink(missing_ok=True)
     return RangeResult(str(out_path), n0, n1, n1 - n0)
@@ -351,6 +358,25 @@ def output_ranges(plan: RenderPlan, chunk_seconds: float | None, parts: int = 1)
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
+def guided_ranges(plan: RenderPlan, workers: int) -> list[tuple[int, int]]:
+    """Output frame ranges for ``workers`` threads taking them from a queue in order: whole GOPs, shrinking.
+
+    Content makes equal ranges cost unequal time (x264 spends twice as long on some GOPs as on others), so
+    equal shares leave a core idle at the end.  Each range here is what is left divided by twice the workers
+    ("factoring"): big ranges first (few seeks), single GOPs last, so the threads finish at most about one GOP
+    apart.  Each range costs one seek and its keyframe pre-roll.
+    """
+    n = plan.output.frame_count
+    gop = gop_frames(plan.output.fps)
+    left = -(-n // gop)
+    ranges, start = [], 0
+    while left > 0:
+        take = max(1, -(-left // (2 * max(1, workers))))
+        ranges.append((start * gop, min(n, (start + take) * gop)))
+        start, left = start + take, left - take
+    return ranges
+
+
 def render_plan(
     plan: RenderPlan,
     out_path: str | Path,
@@ -366,7 +392,8 @@ def render_plan(
 
     workers: render ranges side by side on this many threads, each on one core (decode, kernel and x264
              single-threaded: independent GOP encoders scale better than x264's frame threads on short GOPs);
-             the audio is cut on the same pool.  1 renders one range with every library's own threading.
+             the audio is cut and encoded on the same pool.  1 renders one range with every library's own
+             threading.
     """
     if plan.output.frame_count <= 0:
         raise MediaError("the render plan has no frames")
@@ -375,7 +402,10 @@ def render_plan(
     info = probe(source_path)
     work = Path(work_dir) if work_dir else out_path.parent
     work.mkdir(parents=True, exist_ok=True)
-    ranges = output_ranges(plan, chunk_seconds, parts=workers * RANGES_PER_WORKER if workers > 1 else 1)
+    if chunk_seconds or workers <= 1:
+        ranges = output_ranges(plan, chunk_seconds)
+    else:
+        ranges = guided_ranges(plan, workers)
     segments = [work / f".{out_path.stem}.seg{k:05d}.mp4" for k in range(len(ranges))]
     # Ranges side by side: each on one core.  A single range (a short video) keeps the libraries' threading.
     threads = 1 if workers > 1 and len(ranges) > 1 else 0
@@ -396,9 +426,7 @@ def render_plan(
     # The audio first (cut and encoded): queued last, it would run alone at the end while the other cores idle.
     audio_path = work / f".{out_path.stem}.audio.m4a"
     tasks = [lambda stop: encode_plan_audio(plan, audio_path, source_path, info)]
-    # Longest ranges first (whole GOPs make them unequal): the short ones then fill in at the end.
-    order = sorted(range(len(ranges)), key=lambda k: ranges[k][0] - ranges[k][1])
-    tasks += [range_task(k) for k in order]
+    tasks += [range_task(k) for k in range(len(ranges))]
     try:
         results = run_all(tasks, workers, should_stop=should_stop, on_done=on_done)
         join_segments(segments, out_path, audio_file=results[0])  # segments in output order

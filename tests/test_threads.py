@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 import time
 
+import numpy as np
 import pytest
 
 from stylecast.errors import CancelledError, MediaError
@@ -148,3 +149,26 @@ def test_plan_refuses_odd_letterbox_bars():
     assert ok.letterbox_px == (4, 4, 0, 0)
     with pytest.raises(ValidationError, match="even"):
         OutputSpec(width=64, height=48, fps=30.0, frame_count=1, crf=20, preset="veryfast", letterbox_px=(3, 4, 0, 0))
+
+
+@pytest.mark.parametrize("frames, fps, workers", [(600, 30.0, 2), (601, 30.0, 2), (45, 30.0, 6), (1, 25.0, 3),
+                                                  (299, 29.97, 2), (3000, 25.0, 4)])
+def test_guided_ranges_shrink_to_single_gops(frames, fps, workers):
+    """The local render's queue: every frame once, on GOP bounds, big ranges first and single GOPs at the end
+    (so the threads finish close together however unevenly the content costs)."""
+    from types import SimpleNamespace
+
+    from stylecast.media.encode import gop_frames
+    from stylecast.render import guided_ranges
+
+    plan = SimpleNamespace(output=SimpleNamespace(frame_count=frames, fps=fps))
+    ranges = guided_ranges(plan, workers)
+    gop = gop_frames(fps)
+    assert ranges[0][0] == 0 and ranges[-1][1] == frames
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    assert all(n0 % gop == 0 and n1 > n0 for n0, n1 in ranges)
+    sizes = [-(-(n1 - n0) // gop) for n0, n1 in ranges]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+    gops = -(-frames // gop)
+    assert sizes[0] == max(1, -(-gops // (2 * workers)))
+    assert len(ranges) <= min(gops, 2 * workers * (1 + int(np.log2(max(gops, 1)))))
