@@ -731,12 +731,12 @@ def _unmet(results: dict) -> list[str]:
                   f"frame can be graded, so the source is decoded twice: once to analyse, once to render), "
                   f"{st_c['plan_and_render']:.1f} s planning and rendering {n} frames, and {other_c:.1f} s starting "
                   "the process and writing the result. The render does the floor's decode and x264 plus the grade")
-        if st_c["plan_and_render"] > floor:
-            L[-1] += " (alone it takes longer than the floor's whole run)"
         if "colour_only_i420_fused_1_thread" in k:
             per = k["colour_only_i420_fused_1_thread"]["best_ms"]
             L[-1] += (f", whose kernel costs {per:.1f} ms per frame per core ({per * n / 1e3 / 2:.1f} s of wall time "
                       f"on 2 cores for {n} frames)")
+        if st_c["plan_and_render"] > floor:
+            L[-1] += "; the render alone takes longer than the floor's whole run"
         L[-1] += (". Meeting 1.5x would need the analysis and the grade to fit into half of the floor's time on "
                   "the same two cores; not reached.")
     if "full style job / colour-only job" in missed:
