@@ -24,6 +24,7 @@ from stylecast.threads import run_all
 
 LUT_SIZE = 33
 _EPS = 1e-4
+_DECODE_EPS = 1e-6  # iter_frames keeps a frame this much before its start (timestamps are rounded)
 
 
 def decode_size_for(plan_output_size: tuple[int, int], info: ProbeInfo, max_overscan: float = 1.3) -> tuple[int, int]:
@@ -53,6 +54,19 @@ class _SourceCursor:
     def reaches(self, t: float, within_s: float) -> bool:
         """Whether time ``t`` lies at or after this cursor's frame and at most ``within_s`` ahead of it."""
         return self._current.time_s <= t + _EPS and t - self._current.time_s <= within_s
+
+    def restart_at(self, start_s: float) -> None:
+        """Continue as a cursor opened at ``start_s`` would: drop the frames before it (as `iter_frames` does).
+
+        After that, `frame_at` returns what a fresh cursor's would, also where a variable-rate source has no
+        frame between ``start_s`` and the time asked for (both then show the first frame after ``start_s``).
+        """
+        start_s = max(0.0, start_s)
+        while self._current.time_s < start_s - _DECODE_EPS and self._next is not None:
+            self._current, self._next = self._next, next(self._frames, None)
+        if self._current.time_s < start_s - _DECODE_EPS:
+            raise MediaError(f"no source frame at or after {start_s:.3f}s")
+        self.start_s = start_s
 
     def close(self) -> None:
         close = getattr(self._frames, "close", None)
@@ -85,13 +99,16 @@ class _CursorPool:
         """The source frame shown for ``layer``; ``other`` is the frame's other layer (its decoder is kept)."""
         t = layer.src_time_s
         cur = self._by_segment.get(layer.segment)
-        if cur is None or not cur.reaches(t, float("inf")):
+        if cur is None or t < cur.start_s - _EPS:
             if cur is not None:
-                del self._by_segment[layer.segment]
+                self._close(layer.segment)
+            # Start a little before: the frame shown at t is the latest one at or before t.
+            start = t - self._frame_s
             cur = self._reusable(t, keep=None if other is None else other.segment)
-            if cur is None:
-                # Start a little before: the frame shown at t is the latest one at or before t.
-                cur = _SourceCursor(self._args[0], t - self._frame_s, *self._args[1:])
+            if cur is not None:
+                cur.restart_at(start)
+            else:
+                cur = _SourceCursor(self._args[0], start, *self._args[1:])
             self._by_segment[layer.segment] = cur
             self._trim(keep={layer.segment} | ({other.segment} if other is not None else set()))
         self._clock += 1
@@ -111,9 +128,12 @@ class _CursorPool:
             spare = [s for s in self._by_segment if s not in keep]
             if not spare:
                 break
-            seg = min(spare, key=lambda s: self._used.get(id(self._by_segment[s]), 0))
-            self._used.pop(id(self._by_segment[seg]), None)
-            self._by_segment.pop(seg).close()
+            self._close(min(spare, key=lambda s: self._used.get(id(self._by_segment[s]), 0)))
+
+    def _close(self, segment: int) -> None:
+        cur = self._by_segment.pop(segment)
+        self._used.pop(id(cur), None)
+        cur.close()
 
     def close(self) -> None:
         for cur in self._by_segment.values():

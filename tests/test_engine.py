@@ -248,3 +248,41 @@ def test_reused_decoders_give_the_same_pictures(tmp_path, monkeypatch, source_an
     assert opened_reusing < len(opened), (opened_reusing, len(opened))
     print("decoders opened", opened_reusing, len(opened))
     assert packets(reused) == packets(fresh)
+
+
+def test_a_reused_decoder_shows_what_a_fresh_one_would_across_a_timestamp_gap(tmp_path):
+    """Variable frame rate: where no frame lies between a segment's start and the time asked for, a fresh
+    decoder shows the first frame after the start; a decoder reused from an earlier time must show the same."""
+    from fractions import Fraction
+
+    import av
+
+    from stylecast.media.probe import probe
+    from stylecast.render import _SourceCursor
+
+    path = tmp_path / "gap.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 10)
+        s.options = {"crf": "0", "preset": "ultrafast", "x264-params": "keyint=100"}
+        pts = list(range(10)) + list(range(20, 30))  # no frame between 0.9 s and 2.0 s
+        for p in pts:
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * (p % 25), np.uint8), format="rgb24")
+            f.pts = p
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    info = probe(path)
+    size = (64, 48)
+    for start, t in ((0.3, 0.35), (1.2, 1.25), (1.85, 2.05), (2.0, 2.45)):
+        fresh = _SourceCursor(str(path), start, info, size, 1)
+        reused = _SourceCursor(str(path), 0.0, info, size, 1)
+        reused.frame_at(min(t, 0.85))
+        reused.restart_at(start)
+        try:
+            assert np.array_equal(fresh.frame_at(t), reused.frame_at(t)), (start, t)
+        finally:
+            fresh.close()
+            reused.close()
