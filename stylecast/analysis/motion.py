@@ -40,8 +40,10 @@ SHAKE_MIN = 0.004        # shake RMS, fraction of frame width (1.3 px at 320 px 
 SHAKE_DOMINANCE = 0.25   # handheld if shake RMS >= this * intentional speed (width-fractions per second)
 SMOOTH_SIGMA_S = 0.2     # Gaussian low-pass (s) separating intentional motion from shake (~1 Hz corner)
 
-_MAX_CORNERS = 400
-_LK_PARAMS = dict(winSize=(21, 21), maxLevel=3,
+# 200 corners and 15 px windows: on the bench template (320x180) this halves the time per pair against 400 and
+# 21 px (3.4 vs 7.3 ms, nearly all of it Lucas-Kanade) and moves the estimates by 0.004 px median, 0.1 px worst.
+_MAX_CORNERS = 200
+_LK_PARAMS = dict(winSize=(15, 15), maxLevel=3,
                   criteria=(cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 30, 0.01))
 _FB_MAX_ERR = 0.7        # px, forward-backward LK consistency
 _RANSAC_THRESH = 1.0     # px
