@@ -116,3 +116,31 @@ def test_pre_encoded_audio_file_joins_like_audio_encoded_in_the_join(tmp_path):
     assert padded.shape[1] >= 2 * sr and np.abs(padded[:, int(0.6 * sr):]).max() < 1e-3
     with pytest.raises(ValueError):
         join_segments(paths, tmp_path / "both.mp4", audio=audio, audio_file=m4a)
+
+
+def test_gops_of_one_or_two_frames_join_between_longer_ones(tmp_path):
+    """A GOP of one or two frames has no B-frame reorder delay, the GOPs around it have one: the join keeps
+    decode times rising (the muxer refuses anything else) and every frame is shown once, in order."""
+    h, w = 32, 48
+    lengths = [30, 1, 2, 30, 1]
+    rng = np.random.default_rng(3)
+    paths, levels, k = [], [], 0
+    for i, n in enumerate(lengths):
+        paths.append(tmp_path / f"g{i}.mp4")
+        with SegmentEncoder(paths[-1], w, h, 30.0, crf=20, preset="veryfast") as enc:
+            for _ in range(n):
+                levels.append(40 + (k * 7) % 160)
+                frame = _flat_i420(h, w, levels[-1], 128, 128)
+                # Noise that changes every frame: x264 then uses B frames (a reorder delay) in the longer GOPs.
+                frame[:h] = np.clip(levels[-1] + rng.integers(-12, 13, (h, w)), 0, 255)
+                enc.write_i420(frame)
+                k += 1
+    joined = join_segments(paths, tmp_path / "joined.mp4")
+    with av.open(str(joined)) as c:
+        dts = [p.dts for p in c.demux(video=0) if p.size]
+    assert all(a < b for a, b in zip(dts, dts[1:]))
+    times, frames = read_frames(joined)
+    assert len(times) == sum(lengths)
+    np.testing.assert_allclose(times, np.arange(sum(lengths)) / 30.0, atol=1e-3)
+    got = [float(f[..., 1].mean()) for f in frames]  # grey: G follows Y
+    assert all(abs(g - (lv - 16) * 255 / 219) <= 3 for g, lv in zip(got, levels)), (got, levels)
