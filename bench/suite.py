@@ -680,11 +680,8 @@ def _levers(b: dict) -> list[str]:
             "- **x264 threads per chunk**: one x264 thread per GOP encoder. The render starts a fresh encoder per "
             "GOP (so a chunked render is bit-identical to a whole one); x264's frame threads cost more than they "
             "give on a short GOP, while independent GOP encoders on each core scale.",
-            "- **GOPs**: they start at the plan's cuts (an IDR where the picture changes anyway) and are at most "
-            "2 s long (was: every 1 s). Every GOP begins with an IDR frame; on graded 1080p at CRF 20 the 1 s "
-            "GOPs made files 29% larger and x264 ~8% slower, and starting GOPs at the cuts made the full style "
-            "job's file 5% smaller again. Render ranges are whole GOPs, taken from a queue in shrinking sizes "
-            "(guided: big ranges first, single GOPs last).",
+            "- **GOP length**: 2 s instead of 1 s. Every GOP begins with an IDR frame; on graded 1080p at CRF 20 "
+            "the 1 s GOPs made files 29% larger and x264 ~8% slower. Render ranges are whole GOPs, taken from a queue in shrinking sizes (guided: big ranges first, single GOPs last).",
             "- **Nothing serial at the end**: the audio is cut and AAC-encoded on a worker beside the video ranges; "
             "the final join only remuxes (it used to encode AAC alone for ~1 s while the other core idled).",
             "- **Decoders reused across re-cuts**: a re-cut plan comes back to a source shot a little further on; "

@@ -17,7 +17,7 @@ from kernels.render import identity_lut, render_frame_i420
 from stylecast.color import transfer_lut
 from stylecast.errors import CancelledError, MediaError
 from stylecast.media.decode import DecodedFrame, fit_size, iter_frames, read_audio
-from stylecast.media.encode import AUDIO_RATE, SegmentEncoder, encode_audio, fps_fraction, gop_starts, join_segments
+from stylecast.media.encode import AUDIO_RATE, SegmentEncoder, encode_audio, fps_fraction, gop_frames, join_segments
 from stylecast.media.probe import ProbeInfo, probe
 from stylecast.plan import Layer, RenderPlan, frame_recipe, layer_affine
 from stylecast.threads import run_all
@@ -220,16 +220,14 @@ def render_range(
 
     # Each GOP gets a fresh encoder: x264 carries rate-control state from frame to frame, so a GOP encoded
     # after other GOPs would differ from the same GOP encoded first in a chunk.  Fresh encoders make the
-    # joined stream identical however the render is split into chunks (all chunks start on GOP starts).
+    # joined stream identical however the render is split into chunks (all chunks start on GOP bounds).
     out_path = Path(out_path)
-    starts = set(plan_gop_starts(plan))
-    if n0 not in starts:
-        raise ValueError(f"a render range must start on a GOP start; frame {n0} is not one")
+    gop = gop_frames(out.fps)
     gop_paths: list[Path] = []
     encoder: SegmentEncoder | None = None
     try:
         for n, frame in frames:
-            if encoder is None or n in starts:
+            if encoder is None or n % gop == 0:
                 if encoder is not None:
                     encoder.close()
                 gop_paths.append(out_path.with_name(f".{out_path.stem}.g{n:07d}.mp4"))
@@ -363,31 +361,20 @@ def _apply_loudness(audio: np.ndarray, sr: int, gain_db: float) -> np.ndarray:
     return out
 
 
-def plan_gop_starts(plan: RenderPlan) -> list[int]:
-    """The output's GOP starts: every cut of the plan, and at most `GOP_SECONDS` apart (`gop_starts`)."""
-    return gop_starts([seg.out_start_frame for seg in plan.segments], plan.output.frame_count, plan.output.fps)
-
-
 def output_ranges(plan: RenderPlan, chunk_seconds: float | None, parts: int = 1) -> list[tuple[int, int]]:
     """Output frame ranges for chunked rendering: whole GOPs, so the joined result does not depend on the split.
 
-    chunk_seconds: each range ends at the first GOP start at least this long after its own start (so ranges
-                   are whole GOPs of about that length, never less than one GOP); when None, the frames are
-                   split into ``parts`` ranges of nearly equal length — one per worker, so each decodes from
-                   one seek — each cut at the GOP start nearest to its share.
+    chunk_seconds: range length (rounded to whole GOPs); when None, the frames are split into ``parts``
+                   ranges of (nearly) equal GOP counts — one per worker, so each decodes from one seek.
     """
     n = plan.output.frame_count
-    starts = plan_gop_starts(plan)
+    gop = gop_frames(plan.output.fps)
     if chunk_seconds:
-        step = max(1, int(round(chunk_seconds * plan.output.fps)))
-        edges = [0]
-        for s in starts[1:]:
-            if s - edges[-1] >= step:
-                edges.append(s)
-    else:
-        parts = max(1, min(parts, len(starts)))
-        edges = sorted({min(starts, key=lambda s: (abs(s - n * k / parts), s)) for k in range(parts)})
-    edges.append(n)
+        step = max(1, int(round(chunk_seconds * plan.output.fps / gop))) * gop
+        return [(a, min(n, a + step)) for a in range(0, n, step)]
+    gops = -(-n // gop)
+    parts = max(1, min(parts, gops))
+    edges = [min(n, (gops * k // parts) * gop) for k in range(parts + 1)]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a]
 
 
@@ -395,20 +382,18 @@ def guided_ranges(plan: RenderPlan, workers: int) -> list[tuple[int, int]]:
     """Output frame ranges for ``workers`` threads taking them from a queue in order: whole GOPs, shrinking.
 
     Content makes equal ranges cost unequal time (x264 spends twice as long on some GOPs as on others), so
-    equal shares leave a core idle at the end.  Each range here takes whole GOPs until it holds what is left
-    divided by twice the workers ("factoring"): big ranges first (few seeks), single GOPs last, so the threads
-    finish at most about one GOP apart.  Each range costs one seek and its keyframe pre-roll.
+    equal shares leave a core idle at the end.  Each range here is what is left divided by twice the workers
+    ("factoring"): big ranges first (few seeks), single GOPs last, so the threads finish at most about one GOP
+    apart.  Each range costs one seek and its keyframe pre-roll.
     """
     n = plan.output.frame_count
-    starts = plan_gop_starts(plan) + [n]
-    ranges, k = [], 0
-    while k < len(starts) - 1:
-        want = max(1, -(-(n - starts[k]) // (2 * max(1, workers))))
-        j = k + 1
-        while j < len(starts) - 1 and starts[j] - starts[k] < want:
-            j += 1
-        ranges.append((starts[k], starts[j]))
-        k = j
+    gop = gop_frames(plan.output.fps)
+    left = -(-n // gop)
+    ranges, start = [], 0
+    while left > 0:
+        take = max(1, -(-left // (2 * max(1, workers))))
+        ranges.append((start * gop, min(n, (start + take) * gop)))
+        start, left = start + take, left - take
     return ranges
 
 

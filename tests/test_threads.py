@@ -103,55 +103,26 @@ def test_stop_flag_latches_the_outer_signal():
     assert flag()  # once stopped, stays stopped
 
 
-def _plan_like(frames: int, fps: float, cuts: list[int]):
-    """What the range splitters read of a plan: the output's length and rate, and where its segments start."""
+@pytest.mark.parametrize("frames, fps, parts", [(600, 30.0, 4), (601, 30.0, 4), (45, 30.0, 6), (1, 25.0, 3),
+                                                (299, 29.97, 2), (90, 30.0, 1)])
+def test_render_ranges_partition_the_frames_on_gop_bounds(frames, fps, parts):
+    """The ranges the local render hands its threads: every frame once, in order, each range starting on a
+    GOP (so segments join into the same stream however the job is split), as even as whole GOPs allow."""
     from types import SimpleNamespace
 
-    return SimpleNamespace(output=SimpleNamespace(frame_count=frames, fps=fps),
-                           segments=[SimpleNamespace(out_start_frame=c) for c in [0] + cuts])
-
-
-@pytest.mark.parametrize("frames, fps, cuts", [(600, 30.0, []), (601, 30.0, [15, 30, 95, 400]), (45, 30.0, [44]),
-                                                (1, 25.0, []), (299, 29.97, [120, 121, 122])])
-def test_gop_starts_are_the_cuts_and_at_most_a_gop_apart(frames, fps, cuts):
-    """Every cut is an IDR; no GOP is longer than gop_frames; nothing else starts a GOP."""
     from stylecast.media.encode import gop_frames
-    from stylecast.render import plan_gop_starts
+    from stylecast.render import output_ranges
 
-    starts = plan_gop_starts(_plan_like(frames, fps, cuts))
-    longest = gop_frames(fps)
-    assert starts[0] == 0 and starts == sorted(set(starts)) and all(0 <= s < frames for s in starts)
-    assert set(cuts) <= set(starts)
-    gaps = [b - a for a, b in zip(starts, starts[1:] + [frames])]
-    assert all(0 < g <= longest for g in gaps)
-    shot_edges = sorted({0, *cuts, frames})
-    for s in starts:  # a start that is not a cut lies a whole number of GOPs into its shot
-        shot = max(e for e in shot_edges if e <= s)
-        assert (s - shot) % longest == 0
-
-
-@pytest.mark.parametrize("frames, fps, parts, cuts", [(600, 30.0, 4, []), (601, 30.0, 4, [15, 30, 95, 400]),
-                                                      (45, 30.0, 6, [10, 20]), (1, 25.0, 3, []),
-                                                      (299, 29.97, 2, [150]), (90, 30.0, 1, [])])
-def test_render_ranges_partition_the_frames_on_gop_starts(frames, fps, parts, cuts):
-    """The ranges a render is split into: every frame once, in order, each range starting on a GOP start (so
-    segments join into the same stream however the job is split); ``parts`` of them when there are as many
-    GOPs, each within a GOP of its equal share; ``chunk_seconds`` ranges at least that long but the last."""
-    from stylecast.media.encode import gop_frames
-    from stylecast.render import output_ranges, plan_gop_starts
-
-    plan = _plan_like(frames, fps, cuts)
-    starts = set(plan_gop_starts(plan))
-    for ranges in (output_ranges(plan, None, parts=parts), output_ranges(plan, 1.3)):
-        assert ranges[0][0] == 0 and ranges[-1][1] == frames
-        assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-        assert all(n0 in starts and n1 > n0 for n0, n1 in ranges)
+    plan = SimpleNamespace(output=SimpleNamespace(frame_count=frames, fps=fps))
     ranges = output_ranges(plan, None, parts=parts)
-    assert len(ranges) == min(parts, len(starts))
-    if len(ranges) == parts:
-        assert all(abs(n0 - frames * k / parts) <= gop_frames(fps) for k, (n0, _) in enumerate(ranges))
-    chunked = output_ranges(plan, 1.3)
-    assert all(n1 - n0 >= round(1.3 * fps) for n0, n1 in chunked[:-1])
+    assert ranges[0][0] == 0 and ranges[-1][1] == frames
+    assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
+    gop = gop_frames(fps)
+    assert all(n0 % gop == 0 and n1 > n0 for n0, n1 in ranges)
+    gops = -(-frames // gop)
+    assert len(ranges) == min(parts, gops)
+    sizes = [-(-(n1 - n0) // gop) for n0, n1 in ranges]
+    assert max(sizes) - min(sizes) <= 1
 
 
 @pytest.mark.parametrize("cpu_max, cap", [("max 100000\n", None), ("200000 100000\n", 2), ("150000 100000", 2),
@@ -180,26 +151,24 @@ def test_plan_refuses_odd_letterbox_bars():
         OutputSpec(width=64, height=48, fps=30.0, frame_count=1, crf=20, preset="veryfast", letterbox_px=(3, 4, 0, 0))
 
 
-@pytest.mark.parametrize("frames, fps, workers, cuts", [(600, 30.0, 2, []), (601, 30.0, 2, [15, 30, 95, 400]),
-                                                       (45, 30.0, 6, [20]), (1, 25.0, 3, []),
-                                                       (299, 29.97, 2, [7, 150]), (3000, 25.0, 4, [1000])])
-def test_guided_ranges_shrink_to_single_gops(frames, fps, workers, cuts):
-    """The local render's queue: every frame once, on GOP starts, big ranges first and single GOPs at the end
+@pytest.mark.parametrize("frames, fps, workers", [(600, 30.0, 2), (601, 30.0, 2), (45, 30.0, 6), (1, 25.0, 3),
+                                                  (299, 29.97, 2), (3000, 25.0, 4)])
+def test_guided_ranges_shrink_to_single_gops(frames, fps, workers):
+    """The local render's queue: every frame once, on GOP bounds, big ranges first and single GOPs at the end
     (so the threads finish close together however unevenly the content costs)."""
-    from stylecast.render import guided_ranges, plan_gop_starts
+    from types import SimpleNamespace
 
-    plan = _plan_like(frames, fps, cuts)
-    starts = plan_gop_starts(plan)
+    from stylecast.media.encode import gop_frames
+    from stylecast.render import guided_ranges
+
+    plan = SimpleNamespace(output=SimpleNamespace(frame_count=frames, fps=fps))
     ranges = guided_ranges(plan, workers)
+    gop = gop_frames(fps)
     assert ranges[0][0] == 0 and ranges[-1][1] == frames
     assert all(a[1] == b[0] for a, b in zip(ranges, ranges[1:]))
-    assert all(n0 in starts and n1 > n0 for n0, n1 in ranges)
-    gops = [sum(1 for s in starts if n0 <= s < n1) for n0, n1 in ranges]
-    assert gops[-1] == 1
-    # each range holds about (frames left) / (2 workers): never less, and less one GOP it would be less
-    for (n0, n1), g in zip(ranges, gops):
-        want = -(-(frames - n0) // (2 * workers))
-        inner = [s for s in starts if n0 < s < n1]
-        assert n1 - n0 >= want or n1 == frames
-        assert not inner or inner[-1] - n0 < want
-    assert len(ranges) <= len(starts)
+    assert all(n0 % gop == 0 and n1 > n0 for n0, n1 in ranges)
+    sizes = [-(-(n1 - n0) // gop) for n0, n1 in ranges]
+    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+    gops = -(-frames // gop)
+    assert sizes[0] == max(1, -(-gops // (2 * workers)))
+    assert len(ranges) <= min(gops, 2 * workers * (1 + int(np.log2(max(gops, 1)))))

@@ -23,10 +23,10 @@ import numpy as np
 from stylecast.errors import MediaError
 
 AUDIO_RATE = 48000
-# The longest GOP.  GOPs are the render's chunk granularity (chunks cut on GOP starts encode the same), and each
-# costs an IDR frame: measured on 20 s of graded 1080p at CRF 20, 1 s GOPs made the file 29% larger than 2 s
-# ones (and x264 ~8% slower), while 4 s GOPs saved only 11% more but would leave a 20 s render 5 chunks to share
-# between workers.
+# Every GOP starts at a multiple of this: chunks cut on GOP boundaries encode the same.  It is the render's chunk
+# granularity, and each GOP costs an IDR frame: measured on 20 s of graded 1080p at CRF 20, 1 s GOPs made the
+# file 29% larger than 2 s ones (and x264 ~8% slower), while 4 s GOPs saved only 11% more but would leave a
+# 20 s render 5 chunks to share between workers.
 GOP_SECONDS = 2.0
 AUDIO_CHANNELS = 2
 _AAC_FRAME = 1024
@@ -62,25 +62,8 @@ def x264_asm_option() -> str:
 
 
 def gop_frames(fps: float) -> int:
-    """The most frames in one GOP at ``fps`` (x264's keyint)."""
+    """Frames per GOP at ``fps``: render chunks are whole multiples of it."""
     return max(1, int(round(GOP_SECONDS * fps)))
-
-
-def gop_starts(cut_frames: Sequence[int], frame_count: int, fps: float) -> list[int]:
-    """First frames of the GOPs of a ``frame_count``-frame video whose picture cuts at ``cut_frames``.
-
-    Every cut starts a GOP: its frame is an IDR, which is what x264's scene-cut detection would choose there
-    anyway (a cut coded as a P frame is mostly intra blocks), and no other keyframe is then needed for the
-    shot.  Shots longer than `gop_frames` get another GOP start every `gop_frames`.  The starts depend only on
-    the edit, so every split of a render into whole GOPs encodes the same stream.  Measured on the bench's
-    full style job (32 shots in 20 s): 5% less x264 time and a 9% smaller file than GOPs every 2 s.
-    """
-    longest = gop_frames(fps)
-    cuts = sorted({0, *(int(c) for c in cut_frames if 0 < c < frame_count)})
-    starts = []
-    for a, b in zip(cuts, cuts[1:] + [max(frame_count, 1)]):
-        starts.extend(range(a, b, longest))
-    return starts
 
 
 def fps_fraction(fps: float) -> Fraction:
@@ -308,8 +291,9 @@ def join_segments(
                 apackets.append(packet)
 
         # A segment's decode times start before its presentation times by the encoder's reorder delay (B frames),
-        # which is shorter in a GOP of one or two frames.  Every segment's decode times are shifted to the
-        # longest delay, so they keep rising across joins; presentation times are never touched.
+        # which is shorter in a GOP of one or two frames (the last GOP of a render can be that short).  Every
+        # segment's decode times are shifted to the longest delay, so they keep rising across joins;
+        # presentation times are never touched.
         delays = [_reorder_delay(path) for path in segments]
         delay = max(delays)
 
