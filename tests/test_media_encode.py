@@ -32,14 +32,19 @@ def test_reused_i420_buffer_encodes_every_frame_as_written(tmp_path):
     assert got == levels
 
 
-def test_stream_is_tagged_bt709_limited_and_join_keeps_it(tmp_path):
-    h, w = 32, 48
+def _flat_segments(tmp_path, h: int, w: int, yuv: tuple[int, int, int], count: int = 2, frames: int = 25) -> list:
+    """``count`` one-second segments at 25 fps of one flat I420 colour."""
     paths = []
-    for k in range(2):
+    for k in range(count):
         paths.append(tmp_path / f"s{k}.mp4")
         with SegmentEncoder(paths[-1], w, h, 25.0) as enc:
-            for _ in range(25):
-                enc.write_i420(_flat_i420(h, w, 100, 120, 140))
+            for _ in range(frames):
+                enc.write_i420(_flat_i420(h, w, *yuv))
+    return paths
+
+
+def test_stream_is_tagged_bt709_limited_and_join_keeps_it(tmp_path):
+    paths = _flat_segments(tmp_path, 32, 48, (100, 120, 140))
     joined = join_segments(paths, tmp_path / "joined.mp4")
     for path in paths + [joined]:
         with av.open(str(path)) as c:
@@ -92,13 +97,7 @@ def test_pre_encoded_audio_file_joins_like_audio_encoded_in_the_join(tmp_path):
     from stylecast.media.decode import read_audio
     from stylecast.media.encode import encode_audio
 
-    h, w = 32, 48
-    paths = []
-    for k in range(2):
-        paths.append(tmp_path / f"s{k}.mp4")
-        with SegmentEncoder(paths[-1], w, h, 25.0) as enc:
-            for _ in range(25):
-                enc.write_i420(_flat_i420(h, w, 100, 128, 128))
+    paths = _flat_segments(tmp_path, 32, 48, (100, 128, 128))
     sr = 48000
     t = np.arange(int(2.3 * sr)) / sr  # longer than the 2 s of video: trimmed either way
     audio = (0.5 * np.stack([np.sin(2 * np.pi * 440 * t), np.sin(2 * np.pi * 660 * t)])).astype(np.float32)
