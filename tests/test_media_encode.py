@@ -143,3 +143,27 @@ def test_gops_of_one_or_two_frames_join_between_longer_ones(tmp_path):
     np.testing.assert_allclose(times, np.arange(sum(lengths)) / 30.0, atol=1e-3)
     got = [float(f[..., 1].mean()) for f in frames]  # grey: G follows Y
     assert all(abs(g - (lv - 16) * 255 / 219) <= 3 for g, lv in zip(got, levels)), (got, levels)
+
+
+def test_decoded_planes_are_the_encoded_planes_with_their_matrix(tmp_path):
+    """iter_frames(planes=True) hands the decoder's planes over as they are (lossless stream: exactly what
+    was encoded), tagged with the stream's matrix and range, at the times the RGB frames have."""
+    from stylecast.media.decode import iter_frames
+
+    h, w = 48, 64
+    levels = [(40 + 20 * k, 100 + 5 * k, 150 - 5 * k) for k in range(6)]
+    path = tmp_path / "lossless.mp4"
+    with SegmentEncoder(path, w, h, 25.0, crf=0, preset="ultrafast") as enc:
+        for yuv in levels:
+            enc.write_i420(_flat_i420(h, w, *yuv))
+    frames = list(iter_frames(path, planes=True))
+    rgb_times = [f.time_s for f in iter_frames(path)]
+    assert [f.time_s for f in frames] == rgb_times and len(frames) == len(levels)
+    for frame, (y, u, v) in zip(frames, levels):
+        assert (frame.matrix, frame.full_range, frame.size) == ("bt709", False, (w, h))
+        assert [p.shape for p in frame.planes] == [(h, w), (h // 2, w // 2), (h // 2, w // 2)]
+        assert all(np.all(p == want) for p, want in zip(frame.planes, (y, u, v)))
+    # A decode size other than the coded one goes through swscale, still 4:2:0 with the same colours.
+    small = next(iter_frames(path, planes=True, size=(32, 24)))
+    assert small.size == (32, 24) and [p.shape for p in small.planes] == [(24, 32), (12, 16), (12, 16)]
+    assert all(abs(int(np.median(p)) - want) <= 1 for p, want in zip(small.planes, levels[0]))

@@ -13,18 +13,69 @@ from pathlib import Path
 
 import av
 import numpy as np
+from av.video.reformatter import Interpolation
 
 from stylecast.errors import MediaError
 from stylecast.media.probe import OPEN_OPTIONS, ProbeInfo, describe_error, probe
 
 # A frame whose time is within this much before t0 still counts as "at t0" (timestamps are rounded).
 _TIME_EPS = 1e-6
+# swscale's default YUV -> RGB is 1-1.5 codes too dark per channel (it truncates, and interpolates chroma
+# horizontally at reduced precision); with accurate rounding and full chroma interpolation it is exact to
+# rounding, i.e. what `kernels.render_yuv.yuv_to_rgb` computes, so the analysis sees the colours the render
+# grades.  (+0.2 ms per 320 px analysis frame.)
+_RGB_SWS_FLAGS = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.FULL_CHR_H_INT
 
 
 @dataclass(frozen=True)
 class DecodedFrame:
     time_s: float  # relative to the first video frame
     rgb: np.ndarray  # (H, W, 3) uint8, display-oriented
+
+
+@dataclass(frozen=True)
+class DecodedPlanes:
+    """A frame as the decoder's 4:2:0 planes (no RGB conversion), display-oriented like `DecodedFrame`."""
+    time_s: float
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray]  # y (H, W), u and v ((H+1)//2, (W+1)//2), uint8
+    matrix: str  # how to read the YUV: a key of kernels.render_yuv.MATRICES
+    full_range: bool  # "pc"/JPEG range rather than limited ("tv") range
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """(width, height)."""
+        return self.planes[0].shape[1], self.planes[0].shape[0]
+
+
+# AVColorSpace -> the matrix swscale reads it with (an untagged or unknown one is read as BT.601, as swscale
+# does, so the planes mean what the RGB frames of the analysis show).
+_MATRIX_OF_COLORSPACE = {1: "bt709", 4: "fcc", 5: "bt601", 6: "bt601", 7: "smpte240m", 9: "bt2020", 10: "bt2020"}
+_COLOR_RANGE_PC = 2  # AVCOL_RANGE_JPEG
+
+
+def yuv_matrix(frame: av.VideoFrame) -> tuple[str, bool]:
+    """(matrix, full_range) with which a decoded frame's YUV is read (see `DecodedPlanes`)."""
+    full = frame.color_range == _COLOR_RANGE_PC or frame.format.name.startswith("yuvj")
+    return _MATRIX_OF_COLORSPACE.get(int(frame.colorspace), "bt601"), bool(full)
+
+
+def _planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views (no copy) of an 8-bit 4:2:0 frame's planes, row padding cut off."""
+    return tuple(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in frame.planes[:3])
+
+
+def to_planes(frame: av.VideoFrame, width: int, height: int, rot_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A decoded frame as 8-bit 4:2:0 planes of the coded-orientation size ``width x height``, then rotated
+    by ``rot_k`` quarter turns (as `np.rot90`).  8-bit 4:2:0 frames of that size are not copied; anything
+    else (another size, 10-bit, 4:2:2, 4:4:4) goes through one swscale pass that keeps matrix and range."""
+    name = frame.format.name
+    if name not in ("yuv420p", "yuvj420p") or (frame.width, frame.height) != (width, height):
+        target = "yuvj420p" if name.startswith("yuvj") else "yuv420p"
+        frame = frame.reformat(width=width, height=height, format=target, threads=1)
+    planes = _planes_of(frame)
+    if rot_k:
+        planes = tuple(np.ascontiguousarray(np.rot90(p, k=rot_k)) for p in planes)
+    return planes
 
 
 def fit_size(info: ProbeInfo, max_width: int | None = None, max_height: int | None = None) -> tuple[int, int]:
@@ -47,10 +98,12 @@ def iter_frames(
     size: tuple[int, int] | None = None,
     threads: int = 0,
     deblock: bool = True,
-) -> Iterator[DecodedFrame]:
+    planes: bool = False,
+) -> Iterator[DecodedFrame] | Iterator[DecodedPlanes]:
     """Yield the frames whose presentation time lies in ``[t0, t1)`` seconds, in order.
 
     size:    display-oriented (width, height) to scale to; default: the display size.
+    planes:  yield `DecodedPlanes` (the decoder's YUV 4:2:0, for the render kernel) instead of RGB frames.
     threads: decoder threads (0 = FFmpeg's choice).  Seeks to the keyframe before ``t0`` and drops frames
              before it, so the result does not depend on where the previous range ended.
     deblock: run the codec's loop (deblocking) filter on every frame.  Analysis, which looks at frames
@@ -98,8 +151,13 @@ def iter_frames(
                 continue
             if rel >= t_end - _TIME_EPS:
                 break
+            if planes:
+                matrix, full_range = yuv_matrix(frame)
+                yield DecodedPlanes(rel, to_planes(frame, scale_w, scale_h, rot_k), matrix, full_range)
+                continue
             # swscale's automatic threading costs more than it saves per frame (4.1 vs 1.4 ms at 1080p here).
-            rgb = frame.to_ndarray(format="rgb24", width=scale_w, height=scale_h, threads=threads or 1)
+            rgb = frame.to_ndarray(format="rgb24", width=scale_w, height=scale_h, threads=threads or 1,
+                                   interpolation=_RGB_SWS_FLAGS)
             if rot_k:
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=rot_k))
             yield DecodedFrame(rel, rgb)
