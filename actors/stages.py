@@ -114,7 +114,7 @@ class Renderer(_Warm):
 
     def __init__(self) -> None:
         super().__init__()
-        from kernels.render import warmup
+        from kernels.render_yuv import warmup
 
         warmup()
         self._tmp = Path(tempfile.mkdtemp(prefix="stylecast-render-"))

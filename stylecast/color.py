@@ -824,22 +824,33 @@ def transfer_lut(transfer: ColorTransfer, size: int = 33) -> np.ndarray:
         identity is done in RGB (``grid + strength_eff * (full - grid)``), so strength 0 is exactly the
         identity LUT.
     """
-    grid = identity_lut(size)
+    return np.clip(apply_transfer_rgb(transfer, identity_lut(size)), 0.0, 1.0).astype(np.float32)
+
+
+def apply_transfer_rgb(transfer: ColorTransfer, rgb: np.ndarray) -> np.ndarray:
+    """Apply a transfer to R'G'B' colours given as floats (``(..., 3)``, 0..1), exactly (no LUT).
+
+    The grade is evaluated at the colour clipped to the RGB cube and added to it as an offset
+    (``rgb + s * (graded(c) - c)``): inside the cube that is the transfer itself, and outside (YUV grid
+    points a YUV LUT needs) it extends smoothly instead of bending at the cube's faces.  Not clipped.
+    Strength 0 returns ``rgb`` exactly.
+    """
+    rgb = np.asarray(rgb, np.float64)
     s = transfer.effective_strength
     if s == 0.0:
-        return grid
-    lab = rgb_to_lab(grid).reshape(-1, 3).astype(np.float64)
+        return rgb.copy()
+    inside = np.clip(rgb, 0.0, 1.0).astype(np.float32)
+    lab = rgb_to_lab(inside).reshape(-1, 3).astype(np.float64)
     full = _full_transfer(transfer, lab)
     if not transfer.tone:
         full[:, 0] = lab[:, 0]
     if not transfer.color:
         full[:, 1:] = lab[:, 1:]
     full[:, 0] = np.clip(full[:, 0], 0.0, 100.0)
-    rgb_full = lab_to_rgb(full.astype(np.float32)).reshape(grid.shape)
+    rgb_full = lab_to_rgb(full.astype(np.float32)).reshape(rgb.shape)
     # Pin the identity part exactly (LAB round trip is accurate to ~1e-6 but not bit-exact).
-    rgb_round = lab_to_rgb(lab.astype(np.float32)).reshape(grid.shape)
-    out = grid + s * (rgb_full - rgb_round)
-    return np.clip(out, 0.0, 1.0).astype(np.float32)
+    rgb_round = lab_to_rgb(lab.astype(np.float32)).reshape(rgb.shape)
+    return rgb + s * (rgb_full.astype(np.float64) - rgb_round)
 
 
 # ----------------------------------------------------------------------------------------------------------
