@@ -19,6 +19,10 @@ What the renderer feeds x264 (I420), 1 thread each: the fused kernel writing I42
 (``render_frame_i420``) vs the RGB kernel followed by swscale's rgb24 -> yuv420p (the earlier renderer),
 for the typical frame and for a colour-only frame (identity warp of a same-size source: the unwarped path).
 
+What the render does per decoded frame (1 thread each), from the decoder's YUV 4:2:0: the earlier path,
+swscale yuv420p -> rgb24 then the RGB kernel writing I420, vs the YUV kernel (``kernels/render_yuv.py``,
+65^3 YUV LUT) reading the planes directly, for the typical and the colour-only frame.
+
 Targets (typical frame): (a) >= 60 Mpx/s per core and (a) >= 1.5x (c).  Times are wall-clock; the
 best and the median over ``--frames`` renders are reported (best is the figure least
 disturbed by other processes on a shared machine).  Also prints the CPU time per
@@ -42,7 +46,9 @@ if str(REPO) not in sys.path:
 
 import numba  # noqa: E402
 
-from kernels.render import affine_for, identity_lut, render_frame, render_frame_i420, warmup  # noqa: E402
+from kernels.render import affine_for, identity_lut, render_frame, render_frame_i420, rgb_to_i420, warmup  # noqa: E402
+from kernels.render_yuv import render_frame_i420_yuv, yuv_lut  # noqa: E402
+from kernels.render_yuv import warmup as warmup_yuv  # noqa: E402
 
 try:
     import cv2
@@ -225,6 +231,39 @@ def main(argv=None) -> dict:
     results["colour_only_i420_fused_1_thread"] = time_it(lambda: render_frame_i420(i420, a_same, unwarped, lut),
                                                          repeats)
     results["colour_only_rgb_plus_swscale_1_thread"] = time_it(lambda: rgb_then_swscale(a_same, unwarped), repeats)
+    # From the decoder's planes: swscale to RGB + RGB kernel (the earlier render) vs the YUV kernel.
+    warmup_yuv()
+    ylut = yuv_lut(lut, matrix="bt709", size=65)
+
+    def decoded(rgb):
+        h2, w2 = rgb.shape[0] // 2 * 2, rgb.shape[1] // 2 * 2
+        i420_src = rgb_to_i420(np.ascontiguousarray(rgb[:h2, :w2]))
+        frame = av.VideoFrame.from_ndarray(i420_src, format="yuv420p")
+        frame.colorspace = 1  # BT.709, as the I420 was written
+        planes = (i420_src[:h2], i420_src[h2:h2 + h2 // 4].reshape(h2 // 2, w2 // 2),
+                  i420_src[h2 + h2 // 4:].reshape(h2 // 2, w2 // 2))
+        return frame, planes
+
+    frame_a, planes_a = decoded(a)
+    frame_same, planes_same = decoded(a_same)
+    aff_even = affine_for((OUT_W, OUT_H), (planes_a[0].shape[1], planes_a[0].shape[0]), scale=1.25,
+                          rotation_deg=7.0, shift_x=12.0)
+
+    def via_rgb(frame, aff, **kw):
+        render_frame_i420(i420, frame.to_ndarray(format="rgb24", threads=1), aff, lut, **kw)
+
+    results["decoded_typical_rgb_path_1_thread"] = time_it(
+        lambda: via_rgb(frame_a, aff_even, fade_rgb=(0.0, 0.0, 0.0), fade_amount=FADE), repeats)
+    results["decoded_typical_yuv_kernel_1_thread"] = time_it(
+        lambda: render_frame_i420_yuv(i420, planes_a, aff_even, ylut, fade_rgb=(0.0, 0.0, 0.0), fade_amount=FADE,
+                                      parallel=False), repeats)
+    results["decoded_colour_only_rgb_path_1_thread"] = time_it(lambda: via_rgb(frame_same, unwarped), repeats)
+    results["decoded_colour_only_yuv_kernel_1_thread"] = time_it(
+        lambda: render_frame_i420_yuv(i420, planes_same, unwarped, ylut, parallel=False), repeats)
+    results["yuv_kernel_speedup_typical"] = (results["decoded_typical_rgb_path_1_thread"]["best_ms"]
+                                             / results["decoded_typical_yuv_kernel_1_thread"]["best_ms"])
+    results["yuv_kernel_speedup_colour_only"] = (results["decoded_colour_only_rgb_path_1_thread"]["best_ms"]
+                                                 / results["decoded_colour_only_yuv_kernel_1_thread"]["best_ms"])
     results["i420_speedup_vs_rgb_plus_swscale"] = (results["i420_rgb_plus_swscale_1_thread"]["best_ms"]
                                                    / results["i420_fused_1_thread"]["best_ms"])
     results["colour_only_speedup_vs_rgb_plus_swscale"] = (
@@ -263,7 +302,7 @@ def main(argv=None) -> dict:
 
     print(f"input: {origin}; output {OUT_W}x{OUT_H}, 33^3 LUT; typical frame = warp + LUT + fade {FADE}; "
           f"dissolve frame = 2 x (warp + LUT) + blend {BLEND_B}; {repeats} frames")
-    print(f"{'variant':<34}{'best ms':>9}{'median ms':>11}{'Mpx/s best':>12}{'Mpx/s med':>11}{'cpu ms':>9}")
+    print(f"{'variant':<38}{'best ms':>9}{'median ms':>11}{'Mpx/s best':>12}{'Mpx/s med':>11}{'cpu ms':>9}")
     rows = [("(a) fused, 1 thread", "fused_1_thread"),
             (f"(b) fused, {max_threads} threads", "fused_all_threads"),
             ("(c) cv2+numpy composed, 1 thread", "composed_cv2_numpy_1_thread"),
@@ -272,11 +311,15 @@ def main(argv=None) -> dict:
             ("-> I420: fused, 1 thread", "i420_fused_1_thread"),
             ("-> I420: RGB kernel + swscale", "i420_rgb_plus_swscale_1_thread"),
             ("colour-only -> I420: fused", "colour_only_i420_fused_1_thread"),
-            ("colour-only -> I420: RGB + swscale", "colour_only_rgb_plus_swscale_1_thread")]
+            ("colour-only -> I420: RGB + swscale", "colour_only_rgb_plus_swscale_1_thread"),
+            ("decoded typical: swscale + RGB kernel", "decoded_typical_rgb_path_1_thread"),
+            ("decoded typical: YUV kernel", "decoded_typical_yuv_kernel_1_thread"),
+            ("decoded colour-only: swscale + RGB", "decoded_colour_only_rgb_path_1_thread"),
+            ("decoded colour-only: YUV kernel", "decoded_colour_only_yuv_kernel_1_thread")]
     for label, key in rows:
         if key in results:
             r = results[key]
-            print(f"{label:<34}{r['best_ms']:>9.1f}{r['median_ms']:>11.1f}{r['mpx_per_s_best']:>12.1f}"
+            print(f"{label:<38}{r['best_ms']:>9.1f}{r['median_ms']:>11.1f}{r['mpx_per_s_best']:>12.1f}"
                   f"{r['mpx_per_s_median']:>11.1f}{r['best_cpu_ms']:>9.1f}")
     if "speedup_fused1_vs_composed1" in results:
         print(f"fused / composed (1 thread each): {results['speedup_fused1_vs_composed1']:.1f}x best, "
@@ -288,6 +331,9 @@ def main(argv=None) -> dict:
     print(f"I420 for the encoder, fused / RGB kernel + swscale: typical frame "
           f"{results['i420_speedup_vs_rgb_plus_swscale']:.2f}x, colour-only frame "
           f"{results['colour_only_speedup_vs_rgb_plus_swscale']:.2f}x")
+    print(f"from the decoder's YUV, YUV kernel / (swscale + RGB kernel): typical frame "
+          f"{results['yuv_kernel_speedup_typical']:.2f}x, colour-only frame "
+          f"{results['yuv_kernel_speedup_colour_only']:.2f}x")
     print(f"fused all threads / 1 thread: {results['parallel_speedup']:.2f}x")
     for target, ok in results["targets"].items():
         print(f"target {target}: {'met' if ok else 'NOT met'}")

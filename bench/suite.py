@@ -634,7 +634,15 @@ def report(results: dict, chart_files: dict[str, str], chart_rel: str) -> str:
                            ("colour-only frame -> I420: fused (unwarped path), 1 thread",
                             "colour_only_i420_fused_1_thread"),
                            ("colour-only frame -> I420: RGB kernel + swscale, 1 thread",
-                            "colour_only_rgb_plus_swscale_1_thread")):
+                            "colour_only_rgb_plus_swscale_1_thread"),
+                           ("decoded typical frame: swscale to RGB + RGB kernel, 1 thread",
+                            "decoded_typical_rgb_path_1_thread"),
+                           ("decoded typical frame: YUV kernel (the render), 1 thread",
+                            "decoded_typical_yuv_kernel_1_thread"),
+                           ("decoded colour-only frame: swscale to RGB + RGB kernel, 1 thread",
+                            "decoded_colour_only_rgb_path_1_thread"),
+                           ("decoded colour-only frame: YUV kernel (the render), 1 thread",
+                            "decoded_colour_only_yuv_kernel_1_thread")):
             if key in k:
                 r = k[key]
                 L.append(f"| {label} | {r['best_ms']:.1f} | {r['median_ms']:.1f} | {r['mpx_per_s_best']:.1f} | "
@@ -673,6 +681,9 @@ def _levers(b: dict) -> list[str]:
     i420 = (f" (measured in this run: {k['i420_speedup_vs_rgb_plus_swscale']:.2f}x on the typical frame, "
             f"{k['colour_only_speedup_vs_rgb_plus_swscale']:.2f}x on a colour-only frame, see the kernel table)"
             if "i420_speedup_vs_rgb_plus_swscale" in k else "")
+    yuv = (f" (measured in this run against swscale to RGB + the RGB kernel: {k['yuv_kernel_speedup_typical']:.2f}x "
+           f"on the typical frame, {k['yuv_kernel_speedup_colour_only']:.2f}x on a colour-only frame)"
+           if "yuv_kernel_speedup_typical" in k else "")
     return ["### What was done about it", "",
             "- **Both cores busy** (`stylecast/threads.py`): the local engine runs the independent pieces of a job "
             "on one thread per core: both videos' analysis ranges and audio side by side, then one render range "
@@ -692,6 +703,13 @@ def _levers(b: dict) -> list[str]:
             "rgb24 -> yuv420p pass (6 ms per 1080p frame) is gone.",
             "- **Fused kernel, unwarped path**: an identity warp of a same-size source (every colour-only frame) "
             "reads pixels directly instead of four bilinear taps; bit-identical, about twice as fast.",
+            "- **No RGB frame at all** (`kernels/render_yuv.py`): the render reads the decoder's YUV 4:2:0 planes "
+            "as they are (no swscale pass, no 6 MB array per frame) and grades with a YUV -> YUV LUT that bakes "
+            "the source's matrix, the shot's grade and the encoder's BT.709 into one 65^3 table (the grade "
+            "evaluated at its grid points). Per 2x2 block it samples luma four times and chroma once, grades "
+            "luma with a luma-only lookup (4 gathers instead of 12) and the block's chroma once" + yuv + ". "
+            "The analysis reads RGB through swscale with accurate rounding, so it sees the colours the render "
+            "grades (swscale's default conversion is 1-1.5 codes too dark).",
             "- **Analysis at reduced resolution, cheaper decode**: analysis frames are 320 px wide; H.264's "
             "deblocking filter is skipped on non-reference frames (invisible at that size; reference frames stay "
             "exact); swscale runs single-threaded (its automatic threading cost 4.1 vs 1.4 ms per 1080p frame "
@@ -733,8 +751,8 @@ def _unmet(results: dict) -> list[str]:
                   f"frame can be graded, so the source is decoded twice: once to analyse, once to render), "
                   f"{st_c['plan_and_render']:.1f} s planning and rendering {n} frames, and {other_c:.1f} s starting "
                   "the process and writing the result. The render does the floor's decode and x264 plus the grade")
-        if "colour_only_i420_fused_1_thread" in k:
-            per = k["colour_only_i420_fused_1_thread"]["best_ms"]
+        if "decoded_colour_only_yuv_kernel_1_thread" in k:
+            per = k["decoded_colour_only_yuv_kernel_1_thread"]["best_ms"]
             L[-1] += (f", whose kernel costs {per:.1f} ms per frame per core ({per * n / 1e3 / 2:.1f} s of wall time "
                       f"on 2 cores for {n} frames)")
         if st_c["plan_and_render"] > floor:
@@ -746,10 +764,10 @@ def _unmet(results: dict) -> list[str]:
               f"{st_f['plan_and_render']:.1f} s against {st_c['plan_and_render']:.1f} s, and analyses for "
               f"{st_f['analysis']:.1f} s against {st_c['analysis']:.1f} s (the template's camera motion is "
               "estimated only here)"]
-        if "i420_fused_1_thread" in k and "colour_only_i420_fused_1_thread" in k:
+        if "decoded_typical_yuv_kernel_1_thread" in k:
             L[-1] += (f". Its frames are warped (camera moves, dissolves): the kernel costs "
-                      f"{k['i420_fused_1_thread']['best_ms']:.1f} ms per typical warped frame against "
-                      f"{k['colour_only_i420_fused_1_thread']['best_ms']:.1f} ms unwarped")
+                      f"{k['decoded_typical_yuv_kernel_1_thread']['best_ms']:.1f} ms per typical warped frame "
+                      f"against {k['decoded_colour_only_yuv_kernel_1_thread']['best_ms']:.1f} ms unwarped")
         L[-1] += (", a re-cut segment that does not continue a shot already being decoded starts a fresh decode "
                   "from the keyframe before it, and x264 spends more on a moving picture than on a still-camera "
                   "one; not reached.")
