@@ -35,7 +35,7 @@ import functools
 from dataclasses import dataclass
 
 from kernels.render import (_JIT_OPTIONS, _TILE, _U, _check_affine, _check_i420_out, _check_unit, _copy_bytes,
-                            _fma, _serial_variant, _stack_array_intrinsic, _stack_u8)
+                            _fma, _load_u32_unaligned, _serial_variant, _stack_array_intrinsic, _stack_u8)
 
 __all__ = ["MATRICES", "GRID_LIMITED", "GRID_FULL", "YuvLut", "yuv_lut", "yuv_to_rgb", "render_frame_i420_yuv",
            "warmup"]
@@ -262,24 +262,35 @@ def _tetra_chroma(lut, n, y, u, v):
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
+def _pair(plane, at, last):
+    """Bytes ``at`` and ``at + 1`` of a flat plane in the low 16 bits of one unaligned 32-bit load (one
+    gather when vectorised instead of two).  Near the plane's end the load starts earlier (``last`` is
+    ``plane.size - 4``) and shifts; a byte past the end reads as 0 (only ever needed with weight 0)."""
+    offset = min(at, last)
+    return _load_u32_unaligned(plane, _U(offset)) >> np.uint32(8 * (at - offset))
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def _bilinear_plane(plane, stride, width, height, sx, sy):
-    """Bilinear sample (border replicate) of one uint8 plane (flat, ``stride`` items per row); float32 0..255."""
-    sx = min(max(sx, np.float32(-1.0)), np.float32(width))
-    sy = min(max(sy, np.float32(-1.0)), np.float32(height))
-    x0 = np.int64(sx + np.float32(1.0)) - 1
-    y0 = np.int64(sy + np.float32(1.0)) - 1
+    """Bilinear sample (border replicate) of one uint8 plane (flat, ``stride`` items per row, at least 4
+    items); float32 0..255.  Clamping the position to the pixel centres of the border is the same as
+    replicating the border, and leaves x0 + 1 as the only tap that may lie outside a row (weight 0)."""
+    sx = min(max(sx, np.float32(0.0)), np.float32(width - 1))
+    sy = min(max(sy, np.float32(0.0)), np.float32(height - 1))
+    x0 = np.int64(sx)
+    y0 = np.int64(sy)
     fx = sx - np.float32(x0)
     fy = sy - np.float32(y0)
-    xm = width - 1
-    ym = height - 1
-    x1 = min(max(x0 + 1, 0), xm)
-    y1 = min(max(y0 + 1, 0), ym)
-    x0 = min(max(x0, 0), xm)
-    y0 = min(max(y0, 0), ym)
-    p00 = np.float32(plane[_U(y0 * stride + x0)])
-    p01 = np.float32(plane[_U(y0 * stride + x1)])
-    p10 = np.float32(plane[_U(y1 * stride + x0)])
-    p11 = np.float32(plane[_U(y1 * stride + x1)])
+    y1 = min(y0 + 1, height - 1)
+    last = plane.size - 4
+    top_pair = _pair(plane, y0 * stride + x0, last)
+    bottom_pair = _pair(plane, y1 * stride + x0, last)
+    m = np.uint32(255)
+    s8 = np.uint32(8)
+    p00 = np.float32(top_pair & m)
+    p01 = np.float32((top_pair >> s8) & m)
+    p10 = np.float32(bottom_pair & m)
+    p11 = np.float32((bottom_pair >> s8) & m)
     top = _fma(fx, p01 - p00, p00)
     bottom = _fma(fx, p11 - p10, p10)
     return _fma(fy, bottom - top, top)
@@ -444,8 +455,12 @@ def _flat_plane(name: str, plane) -> tuple[np.ndarray, int]:
         plane = np.ascontiguousarray(plane)
     rows, cols = plane.shape
     stride = plane.strides[0]
-    flat = np.lib.stride_tricks.as_strided(plane, shape=((rows - 1) * stride + cols,), strides=(1,))
-    return flat, stride
+    length = (rows - 1) * stride + cols
+    if length < 4:  # the bilinear taps read 4 bytes at a time
+        padded = np.zeros(4, np.uint8)
+        padded[:length] = np.lib.stride_tricks.as_strided(plane, shape=(length,), strides=(1,))
+        return padded, stride
+    return np.lib.stride_tricks.as_strided(plane, shape=(length,), strides=(1,)), stride
 
 
 def _check_planes(name: str, planes) -> tuple:
