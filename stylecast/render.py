@@ -9,6 +9,8 @@ video ranges).  `render_plan` does all of it in this process.
 from __future__ import annotations
 
 import functools
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -192,8 +194,12 @@ def render_range(
     threads: int = 0,
     should_stop: Callable[[], bool] | None = None,
     on_frame: Callable[[int], None] | None = None,
+    overlap: bool = False,
 ) -> RangeResult:
     """Render output frames ``[n0, n1)`` of ``plan`` into an independent H.264 segment at ``out_path``.
+
+    overlap: make the pictures (decode + kernel) on a second thread while x264 encodes the previous one; for
+             the last ranges of a render, when the other cores run out of work (same output either way).
 
     threads: 0 lets the decoder and the kernel use every core; 1 keeps this call on one core (for workers
              that run side by side: Ray actors, or the threads of `render_plan`).  x264 always runs one
@@ -208,14 +214,16 @@ def render_range(
     parallel_kernel = threads != 1
     bars = _letterbox_slices(out.width, out.height, out.letterbox_px)
 
-    def pictures(stop: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray]]:
-        """(n, I420 picture) for every output frame, in one buffer: each is encoded before the next is made."""
+    def pictures(stop: Callable[[], bool], ring: int = 1) -> Iterator[tuple[int, np.ndarray]]:
+        """(n, I420 picture) for every output frame, in ``ring`` buffers used in turn: a picture must be
+        encoded before its buffer comes round again."""
         # The kernel reads the decoder's planes and writes the encoder's pixel format (I420): no RGB frame and
         # no swscale pass on either side.
-        frame = np.empty((out.height * 3 // 2, out.width), np.uint8)
+        buffers = [np.empty((out.height * 3 // 2, out.width), np.uint8) for _ in range(ring)]
         cursors = _CursorPool(source_path, info, size, threads, plan.source_fps)
         try:
             for n in range(n0, n1):
+                frame = buffers[n % ring]
                 if stop():
                     raise CancelledError("cancelled")
                 recipe = frame_recipe(plan, n)
@@ -238,7 +246,8 @@ def render_range(
         finally:
             cursors.close()
 
-    frames = pictures(should_stop or (lambda: False))
+    stop = should_stop or (lambda: False)
+    frames = _made_ahead(pictures, stop) if overlap else pictures(stop)
 
     # Each GOP gets a fresh encoder: x264 carries rate-control state from frame to frame, so a GOP encoded
     # after other GOPs would differ from the same GOP encoded first in a chunk.  Fresh encoders make the
@@ -271,6 +280,53 @@ def render_range(
         for p in gop_paths:
             p.unlink(missing_ok=True)
     return RangeResult(str(out_path), n0, n1, n1 - n0)
+
+
+def _made_ahead(pictures: Callable[..., Iterator[tuple[int, np.ndarray]]],
+                stop: Callable[[], bool]) -> Iterator[tuple[int, np.ndarray]]:
+    """``pictures(stop, ring=3)`` made on a helper thread, at most one picture ahead of the one being encoded.
+
+    Three buffers: the helper fills one while one waits in the queue and the caller encodes the third; the
+    helper can only start refilling a buffer after the caller took the next picture, i.e. finished encoding
+    that buffer's previous picture.  Closing the generator (the caller is done or failed) stops the helper.
+    """
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    done = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not done.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def make() -> None:
+        try:
+            for item in pictures(lambda: done.is_set() or stop(), ring=3):
+                if not put(item):
+                    return
+            put(end)
+        except BaseException as exc:  # handed to the caller, raised there
+            put(exc)
+
+    helper = threading.Thread(target=make, name="stylecast-pictures", daemon=True)
+    helper.start()
+    try:
+        while True:
+            item = handoff.get()
+            if item is end:
+                return
+            if isinstance(item, BaseException):
+                if isinstance(item, CancelledError) and done.is_set():
+                    return
+                raise item
+            yield item
+    finally:
+        done.set()
+        helper.join()
 
 
 def _letterbox_slices(width: int, height: int, letterbox_px: tuple[int, int, int, int]) -> list:
@@ -454,8 +510,11 @@ def render_plan(
 
     def range_task(k: int):
         n0, n1 = ranges[k]
+        # The last ranges run when the other threads have nothing left to take: each makes its pictures on a
+        # second thread, so a core that would idle until the last range ends does its decoding and grading.
+        tail = threads == 1 and k >= len(ranges) - workers
         return lambda stop: render_range(plan, n0, n1, segments[k], source_path=source_path, info=info,
-                                         threads=threads, should_stop=stop)
+                                         threads=threads, should_stop=stop, overlap=tail)
 
     done = [0]
 

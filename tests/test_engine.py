@@ -1,6 +1,8 @@
 """End-to-end jobs on synthetic clips with ground truth: the measured quality targets of the engine."""
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ import pytest
 from stylecast import engine
 from stylecast.analyze import analyze_file
 from stylecast.color import delta_e76, palette_distance, rgb_to_lab
+from stylecast.errors import CancelledError
 from stylecast.media.decode import read_audio, read_frames
 from stylecast.media.probe import probe
 from stylecast.options import Options
@@ -287,3 +290,40 @@ def test_a_reused_decoder_shows_what_a_fresh_one_would_across_a_timestamp_gap(tm
         finally:
             fresh.close()
             reused.close()
+
+
+def test_pictures_made_ahead_arrive_in_order_and_errors_and_early_stops_reach_the_helper():
+    """render._made_ahead: the helper thread's pictures in order, in 3 buffers never overwritten while in use;
+    its exception raised in the caller; closing the generator stops and joins the helper."""
+    import threading
+
+    from stylecast.errors import MediaError
+    from stylecast.render import _made_ahead
+
+    def pictures(stop, ring=1, fail_at=None):
+        bufs = [np.zeros(4, np.int64) for _ in range(ring)]
+        for n in range(50):
+            if stop():
+                raise CancelledError("cancelled")
+            if n == fail_at:
+                raise MediaError("broken frame")
+            buf = bufs[n % ring]
+            buf[:] = n
+            yield n, buf
+
+    seen = []
+    for n, buf in _made_ahead(pictures, lambda: False):
+        time.sleep(0.001)  # the helper runs ahead while this "encodes"
+        assert np.all(buf == n)  # not overwritten while in use
+        seen.append(n)
+    assert seen == list(range(50))
+
+    with pytest.raises(MediaError, match="broken frame"):
+        for _ in _made_ahead(lambda stop, ring: pictures(stop, ring, fail_at=7), lambda: False):
+            pass
+
+    before = threading.active_count()
+    gen = _made_ahead(pictures, lambda: False)
+    assert next(gen)[0] == 0
+    gen.close()
+    assert threading.active_count() == before
