@@ -260,6 +260,10 @@ class AnalysisJob:
         return finish_analysis(self.info, track, motion, audio, reason, motion_analysed=self.motion)
 
 
+# Cost of an audio task in the units of a video range's (frames x pixels): about that of 10 s of 640x360.
+_AUDIO_TASK_COST = 10 * 30 * 640 * 360
+
+
 def analyze_files(
     jobs: Sequence[AnalysisJob],
     *,
@@ -270,13 +274,18 @@ def analyze_files(
     """Run the tasks of several analyses on one pool of ``workers`` threads; one `VideoAnalysis` per job."""
     from stylecast.threads import run_all
 
-    # The audio tasks first: queued last, they would run alone at the end while the other cores idle.
     tasks = [job.audio_task() for job in jobs]
+    costs = [0.0] * len(jobs)  # an audio task costs about as much as a short low-resolution video range
     spans = []
     for job in jobs:
         video = job.video_tasks()
         spans.append((len(tasks), len(tasks) + len(video)))
         tasks += video
+        pixels = job.info.display_width * job.info.display_height
+        costs += [((t1 if t1 is not None else job.info.duration_s) - t0) * job.info.fps * pixels
+                  for t0, t1 in job.ranges]
+    # Longest first (LPT): the threads then end close together, the short tasks filling the gaps at the end.
+    order = sorted(range(len(tasks)), key=lambda k: -costs[k] if k >= len(jobs) else -_AUDIO_TASK_COST)
     done = [0]
 
     def on_done(k: int) -> None:
@@ -284,8 +293,14 @@ def analyze_files(
         if progress:
             progress("analysis", done[0], len(tasks))
 
-    results = run_all(tasks, workers, should_stop=should_stop, on_done=on_done)
-    return [job.finish(results[j], results[a:b]) for j, (job, (a, b)) in enumerate(zip(jobs, spans))]
+    ordered = run_all([tasks[k] for k in order], workers, should_stop=should_stop, on_done=on_done)
+    results = [None] * len(tasks)
+    for k, result in zip(order, ordered):
+        results[k] = result
+    # The merges are independent too (numpy work that mostly releases the GIL).
+    finishes = [(lambda stop, j=j, job=job, a=a, b=b: job.finish(results[j], results[a:b]))
+                for j, (job, (a, b)) in enumerate(zip(jobs, spans))]
+    return run_all(finishes, workers, should_stop=should_stop)
 
 
 def analyze_file(
