@@ -531,8 +531,10 @@ class DissolveDetector:
         # spatial variance (summed over L, a, b) of each thumbnail: the blend of two unrelated
         # pictures has about half the variance of either, a moving camera keeps it
         variance = thumbs.reshape(n, -1, 3).var(axis=1).sum(axis=1)
-        row_blocks = np.array_split(np.arange(small.shape[1]), 3)
-        col_blocks = np.array_split(np.arange(small.shape[2]), 4)
+        # 3 x 4 blocks of the half-resolution thumbnail: block means by sums over row / column runs
+        row_starts = [int(r[0]) for r in np.array_split(np.arange(small.shape[1]), 3)]
+        col_starts = [int(q[0]) for q in np.array_split(np.arange(small.shape[2]), 4)]
+        block_sizes = np.outer(np.diff(row_starts + [small.shape[1]]), np.diff(col_starts + [small.shape[2]]))
         cands: list[tuple] = []  # (incomplete, -score, start, end, middle, score)
         for h in self.half_windows:
             if 2 * h + 1 > n:
@@ -565,7 +567,7 @@ class DissolveDetector:
                     continue
                 # the change must cover the frame (moving objects over a still background don't)
                 block_diff = np.abs(small[c + h] - small[c - h]).mean(axis=-1)
-                blocks = np.array([[block_diff[np.ix_(r, q)].mean() for q in col_blocks] for r in row_blocks])
+                blocks = np.add.reduceat(np.add.reduceat(block_diff, row_starts, axis=0), col_starts, axis=1) / block_sizes
                 if np.mean(blocks >= self.min_block_change * diff_ab) < self.min_changed_blocks:
                     continue
                 central = (alpha > 0.3) & (alpha < 0.7)
