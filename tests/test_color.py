@@ -494,3 +494,18 @@ def test_ffmpeg_lut3d_agrees_with_reference(tmp_path, graded_pair):
     diff = np.abs(ff - ours)
     assert np.abs(ours - img.astype(np.int16)).mean() > 3  # the LUT does something
     assert diff.mean() < 0.6 and np.percentile(diff, 99.9) <= 1
+
+
+def test_pchip_is_scipys_pchip():
+    from scipy.interpolate import PchipInterpolator
+
+    from stylecast.color import pchip
+
+    rng = np.random.default_rng(12)
+    cases = [np.sort(rng.random(2)), np.linspace(0, 1, 3), np.sort(rng.random(9)), np.sort(rng.random(33))]
+    for x in cases:
+        x = np.unique(x)
+        for y in (np.cumsum(rng.random(x.size)), rng.normal(size=x.size),
+                  np.r_[np.zeros(x.size // 2), np.ones(x.size - x.size // 2)]):
+            v = np.concatenate([np.linspace(x[0], x[-1], 257), x])
+            assert np.allclose(pchip(x, y, v), PchipInterpolator(x, y)(v), rtol=1e-12, atol=1e-12)

@@ -17,7 +17,6 @@ from typing import Literal, Sequence
 import cv2
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
-from scipy.ndimage import gaussian_filter1d
 
 __all__ = [
     "MotionKind",
@@ -159,6 +158,8 @@ def _lowpass(path: np.ndarray, sigma: float) -> np.ndarray:
     t = np.arange(n, dtype=np.float64)
     slope, intercept = np.polyfit(t, path, 1)
     trend = slope * t + intercept
+    from scipy.ndimage import gaussian_filter1d  # here: importing scipy.ndimage costs ~0.1 s per process
+
     return trend + gaussian_filter1d(path - trend, sigma, mode="reflect")
 
 
