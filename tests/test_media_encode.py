@@ -167,3 +167,34 @@ def test_decoded_planes_are_the_encoded_planes_with_their_matrix(tmp_path):
     small = next(iter_frames(path, planes=True, size=(32, 24)))
     assert small.size == (32, 24) and [p.shape for p in small.planes] == [(24, 32), (12, 16), (12, 16)]
     assert all(abs(int(np.median(p)) - want) <= 1 for p, want in zip(small.planes, levels[0]))
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv444p", "yuv422p10le", "yuvj420p"])
+def test_other_pixel_formats_decode_to_420_planes_with_their_range(tmp_path, pix_fmt):
+    """4:4:4, 10-bit 4:2:2 and full-range sources reach the render kernel as 8-bit 4:2:0 planes that mean
+    the same colours (read with the frame's matrix and range)."""
+    from kernels.render_yuv import yuv_to_rgb
+    from stylecast.media.decode import iter_frames
+
+    h, w = 32, 48
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[:, : w // 2] = (200, 60, 40)
+    rgb[:, w // 2:] = (30, 120, 210)
+    path = tmp_path / f"{pix_fmt}.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        s.options = {"crf": "0", "preset": "ultrafast"}
+        for _ in range(3):
+            for packet in s.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format=pix_fmt)):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    frame = next(iter_frames(path, planes=True))
+    assert [p.shape for p in frame.planes] == [(h, w), (h // 2, w // 2), (h // 2, w // 2)]
+    assert frame.full_range == (pix_fmt == "yuvj420p")
+    y, u, v = (p.astype(np.float64) for p in frame.planes)
+    for x in (w // 4, 3 * w // 4):  # the middle of each flat half
+        got = yuv_to_rgb(np.array([y[h // 2, x], u[h // 4, x // 2], v[h // 4, x // 2]]), frame.matrix,
+                         frame.full_range) * 255
+        assert np.abs(got - rgb[h // 2, x]).max() <= 4, (pix_fmt, got, rgb[h // 2, x])
