@@ -164,41 +164,47 @@ def _fma(typingctx, a, b, c):
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
+def _tetra_cell(n, a, b, c):
+    """The tetrahedron of a 3D LUT holding a point given in grid units (0..n-1) per axis.
+
+    For a C-contiguous ``(n, n, n, 3)`` LUT flattened to 1-D, returns the item offsets of its four
+    vertices (channel 0) and their weights: ``(o0, o1, o2, o3, w0, w1, w2, w3)``.
+    """
+    nm2 = n - 2
+    # a, b, c >= 0 up to rounding; truncation then equals floor.
+    ai = min(np.int64(a), nm2)
+    bi = min(np.int64(b), nm2)
+    ci = min(np.int64(c), nm2)
+    fa = a - np.float32(ai)
+    fb = b - np.float32(bi)
+    fc = c - np.float32(ci)
+    step_c = np.int64(3)
+    step_b = 3 * n
+    step_a = 3 * n * n
+    base = ai * step_a + bi * step_b + ci * step_c
+
+    # The tetrahedron containing the point walks from corner 000 along the axis with
+    # the largest fraction (o1), then the middle one (o2 = 111 minus the axis with the
+    # smallest fraction), to corner 111.  Ties pick any axis: their weight is 0.
+    f_hi = max(fa, max(fb, fc))
+    f_lo = min(fa, min(fb, fc))
+    f_mid = (fa + fb + fc) - f_hi - f_lo
+    s_hi = step_a if (fa >= fb) & (fa >= fc) else (step_b if fb >= fc else step_c)
+    s_lo = step_c if (fc <= fb) & (fc <= fa) else (step_b if fb <= fa else step_a)
+    o3 = base + (step_a + step_b + step_c)
+    o1 = base + s_hi
+    o2 = o3 - s_lo
+    return base, o1, o2, o3, np.float32(1.0) - f_hi, f_hi - f_mid, f_mid - f_lo, f_lo
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def _tetra(lut_flat, n, r, g, b):
     """Tetrahedral LUT lookup of one colour given in LUT *grid units* (0..n-1).
 
     ``lut_flat`` is the C-contiguous ``(n, n, n, 3)`` float32 LUT flattened to 1-D.
     Returns the three interpolated channels (float32, LUT units).
     """
-    nm2 = n - 2
-    # r, g, b >= 0 up to rounding; truncation then equals floor.
-    ri = min(np.int64(r), nm2)
-    gi = min(np.int64(g), nm2)
-    bi = min(np.int64(b), nm2)
-    fr = r - np.float32(ri)
-    fg = g - np.float32(gi)
-    fb = b - np.float32(bi)
-    step_b = np.int64(3)
-    step_g = 3 * n
-    step_r = 3 * n * n
-    base = ri * step_r + gi * step_g + bi * step_b
-
-    # The tetrahedron containing the point walks from corner 000 along the axis with
-    # the largest fraction (o1), then the middle one (o2 = 111 minus the axis with the
-    # smallest fraction), to corner 111.  Ties pick any axis: their weight is 0.
-    f_hi = max(fr, max(fg, fb))
-    f_lo = min(fr, min(fg, fb))
-    f_mid = (fr + fg + fb) - f_hi - f_lo
-    s_hi = step_r if (fr >= fg) & (fr >= fb) else (step_g if fg >= fb else step_b)
-    s_lo = step_b if (fb <= fg) & (fb <= fr) else (step_g if fg <= fr else step_r)
-    o3 = base + (step_r + step_g + step_b)
-    o1 = base + s_hi
-    o2 = o3 - s_lo
-
-    w0 = np.float32(1.0) - f_hi
-    w1 = f_hi - f_mid
-    w2 = f_mid - f_lo
-    w3 = f_lo
+    base, o1, o2, o3, w0, w1, w2, w3 = _tetra_cell(n, r, g, b)
     c0 = (_fma(w1, lut_flat[_U(o1)], w0 * lut_flat[_U(base)])
           + _fma(w3, lut_flat[_U(o3)], w2 * lut_flat[_U(o2)]))
     c1 = (_fma(w1, lut_flat[_U(o1 + 1)], w0 * lut_flat[_U(base + 1)])

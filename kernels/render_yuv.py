@@ -13,10 +13,12 @@ output 2x2 block the kernel
 3. grades the block's chroma once, with ``LUT_CbCr(mean of the four y, u, v)``,
 4. dissolves and fades in YUV (both are linear, so this equals doing them in RGB), rounds, and writes I420.
 
-That is about half the per-pixel work of the RGB kernel (measured in ``bench/bench_kernels.py``).  Luma is
-exact wherever the RGB path is (e.g. the identity LUT reproduces Y bit for bit); chroma differs from
-"grade each pixel, then average the block" only where the grade bends sharply within the luma range of one
-2x2 block, by a code or two at hard edges (``tests/test_kernels_render_yuv.py`` bounds it).
+That is about half the per-pixel work of the RGB kernel, and no RGB frame at all (measured in
+``bench/bench_kernels.py``).  The ungraded table reproduces the planes bit for bit, and any affine grade is
+exact.  Against grading in RGB the result differs by interpolation on another grid (65 points over the legal
+YUV range are finer over real colours than 33 over RGB) and by the chroma rule, which differs from "grade each
+pixel, then average the block" only where the grade bends within the luma range of one 2x2 block (hard
+edges); ``tests/test_kernels_render_yuv.py`` bounds both.
 
 Conventions as in :mod:`kernels.render` (pixel centres at integers, inverse affines, I420 layout, rounding
 half up, float32 maths with explicit FMAs, serial variants without NRT).  A source is three uint8 planes
@@ -26,16 +28,17 @@ block, as the encoder side (:func:`kernels.render.rgb_to_i420`) puts them.
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 from numba import prange
 from numba.core import types
 
-import functools
-from dataclasses import dataclass
-
 from kernels.render import (_JIT_OPTIONS, _TILE, _U, _check_affine, _check_i420_out, _check_unit, _copy_bytes,
-                            _fma, _load_u32_unaligned, _serial_variant, _stack_array_intrinsic, _stack_u8)
+                            _fma, _load_u32_unaligned, _serial_variant, _stack_array_intrinsic, _stack_u8,
+                            _tetra_cell)
 
 __all__ = ["MATRICES", "GRID_LIMITED", "GRID_FULL", "YuvLut", "yuv_lut", "yuv_to_rgb", "render_frame_i420_yuv",
            "warmup"]
@@ -56,7 +59,7 @@ GRID_LIMITED = (16.0, 235.0, 16.0, 240.0)
 GRID_FULL = (0.0, 255.0, 0.0, 255.0)
 
 # How far outside the RGB cube (in 0..1 units) a grid point still gets the grade evaluated: more than one
-# cell of a 33-point grid in any direction (a cell spans at most ~0.07 of an RGB channel at 65 points).
+# cell in any direction (a cell spans at most ~0.09 of an RGB channel at 33 points, ~0.045 at 65).
 _GRADE_MARGIN = 0.15
 
 _stack_f32 = _stack_array_intrinsic(types.float32)
@@ -217,32 +220,6 @@ def yuv_lut(grade, *, matrix: str = "bt601", full_range: bool = False, size: int
 # --------------------------------------------------------------------------------------
 # jitted building blocks
 # --------------------------------------------------------------------------------------
-@numba.njit(inline="always", **_JIT_OPTIONS)
-def _tetra_cell(n, a, b, c):
-    """Cell base offset and the 4 tetrahedron vertex offsets/weights of a point in grid units (0..n-1),
-    for a (n, n, n, 3) LUT flattened to 1-D.  Same split and arithmetic as kernels.render._tetra."""
-    nm2 = n - 2
-    ai = min(np.int64(a), nm2)
-    bi = min(np.int64(b), nm2)
-    ci = min(np.int64(c), nm2)
-    fa = a - np.float32(ai)
-    fb = b - np.float32(bi)
-    fc = c - np.float32(ci)
-    step_c = np.int64(3)
-    step_b = 3 * n
-    step_a = 3 * n * n
-    base = ai * step_a + bi * step_b + ci * step_c
-    f_hi = max(fa, max(fb, fc))
-    f_lo = min(fa, min(fb, fc))
-    f_mid = (fa + fb + fc) - f_hi - f_lo
-    s_hi = step_a if (fa >= fb) & (fa >= fc) else (step_b if fb >= fc else step_c)
-    s_lo = step_c if (fc <= fb) & (fc <= fa) else (step_b if fb <= fa else step_a)
-    o3 = base + (step_a + step_b + step_c)
-    o1 = base + s_hi
-    o2 = o3 - s_lo
-    return base, o1, o2, o3, np.float32(1.0) - f_hi, f_hi - f_mid, f_mid - f_lo, f_lo
-
-
 @numba.njit(inline="always", **_JIT_OPTIONS)
 def _tetra_luma(lut, n, y, u, v):
     """Channel 0 (Y) of a tetrahedral lookup; inputs in grid units."""
