@@ -198,3 +198,33 @@ def test_other_pixel_formats_decode_to_420_planes_with_their_range(tmp_path, pix
         got = yuv_to_rgb(np.array([y[h // 2, x], u[h // 4, x // 2], v[h // 4, x // 2]]), frame.matrix,
                          frame.full_range) * 255
         assert np.abs(got - rgb[h // 2, x]).max() <= 4, (pix_fmt, got, rgb[h // 2, x])
+
+
+def test_range_decode_skips_only_frames_before_the_range(tmp_path):
+    """A range's decoder does not decode the B-frames of its pre-roll (nothing refers to them); every frame of
+    the range is still exactly the frame a decode from the start gives, wherever the range starts."""
+    from stylecast.media.decode import iter_frames
+
+    h, w, n = 48, 64, 75
+    path = tmp_path / "bframes.mp4"
+    rng = np.random.default_rng(5)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.options = {"crf": "18", "preset": "medium", "x264-params": "keyint=25:min-keyint=25:bframes=3:b-pyramid=normal"}
+        base = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for k in range(n):
+            for packet in s.encode(av.VideoFrame.from_ndarray(np.roll(base, 2 * k, axis=1), format="rgb24")):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    with av.open(str(path)) as c:
+        assert any(int(f.pict_type) == 3 for f in c.decode(video=0)), "the clip must have B-frames"  # AV_PICTURE_TYPE_B
+    full = list(iter_frames(path, planes=True))
+    assert len(full) == n
+    for t0 in (0.5, 0.53, 0.97, 1.02, 1.5, 2.3):
+        got = list(iter_frames(path, t0, planes=True))
+        want = [f for f in full if f.time_s >= t0 - 1e-6]
+        assert [f.time_s for f in got] == [f.time_s for f in want]
+        for a, b in zip(got, want):
+            assert all(np.array_equal(p, q) for p, q in zip(a.planes, b.planes)), (t0, a.time_s)

@@ -136,7 +136,7 @@ def iter_frames(
                 container.seek(int(target / tb), stream=stream, backward=True, any_frame=False)
             elif t0 > 0:
                 container.seek(0, stream=stream, backward=True, any_frame=False)
-            frames = _decode(container, stream, info, path)
+            frames = _decode(container, stream, info, path, skip_before=t0)
             first = next(frames, None)
             if first is None:
                 return
@@ -168,10 +168,27 @@ def _chain(first: list, rest: Iterator) -> Iterator:
     yield from rest
 
 
-def _decode(container, stream, info: ProbeInfo, path) -> Iterator[tuple[float, av.VideoFrame]]:
+def _decode(container, stream, info: ProbeInfo, path, skip_before: float = 0.0
+            ) -> Iterator[tuple[float, av.VideoFrame]]:
+    """(time, frame) in presentation order.  Frames that no other frame refers to and that would show before
+    ``skip_before`` (the pre-roll from a keyframe to a range's start) are not decoded at all."""
     name = Path(path).name
+    ctx = stream.codec_context
+    skipping = False
+    tb = stream.time_base
+
+    def packets():
+        nonlocal skipping
+        for packet in container.demux(stream):
+            # Per packet: a B-frame shown before the range is dropped anyway, and nothing depends on it.
+            early = packet.pts is not None and float(packet.pts * tb) - info.start_time_s < skip_before - _TIME_EPS
+            if early != skipping:
+                ctx.skip_frame = "NONREF" if early else "DEFAULT"
+                skipping = early
+            yield from packet.decode()
+
     try:
-        for frame in container.decode(stream):
+        for frame in packets():
             if frame.pts is None:
                 continue
             t = float(frame.pts * stream.time_base) - info.start_time_s
