@@ -795,7 +795,12 @@ def _unmet(results: dict) -> list[str]:
                       f"against {k['decoded_colour_only_yuv_kernel_1_thread']['best_ms']:.1f} ms unwarped")
         L[-1] += (", a re-cut segment that does not continue a shot already being decoded starts a fresh decode "
                   "from the keyframe before it, and x264 spends more on a moving picture than on a still-camera "
-                  "one; not reached.")
+                  "one")
+        if "cpu_s" in full and "cpu_s" in colour:
+            L[-1] += (f" (in all: {full['cpu_s']['median']:.1f} CPU-seconds against {colour['cpu_s']['median']:.1f}, "
+                      f"for an output of {full['output_bytes'] / 2**20:.1f} MiB against "
+                      f"{colour['output_bytes'] / 2**20:.1f} MiB)")
+        L[-1] += "; not reached."
     return ["### Targets not met, and where their time goes", ""] + L + [""] if L else []
 
 
