@@ -19,6 +19,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from kernels.render import affine_for
+from stylecast.analysis.motion import STATIC_SPEED
 from stylecast.analyze import VideoAnalysis
 from stylecast.color import ColorTransfer, apply_transfer_lab, fit_transfer, merge_stats
 from stylecast.options import Options
@@ -409,20 +410,37 @@ def _recut(source: VideoAnalysis, style: StyleJSON, duration: float, seed: int) 
     return pieces
 
 
-def _motion_effects(style: StyleJSON | None, options: Options, lengths: list[float]) -> list[MotionEffect]:
+def _motion_effects(style: StyleJSON | None, options: Options, lengths: list[float],
+                    aspect: float = 16 / 9) -> list[MotionEffect]:
     if not options.transfer.motion or style is None or style.motion is None or not style.motion.kind_fractions:
         return [MotionEffect() for _ in lengths]
     kinds = _diffuse(style.motion.kind_fractions, lengths)
     effects = []
     s = options.strength
     for i, kind in enumerate(kinds):
-        p: MotionParams = style.motion.typical[kind]
+        p = _perceptible(style.motion.typical[kind], aspect)
         effects.append(MotionEffect(
             kind=kind, pan_x=s * p.pan_x, pan_y=s * p.pan_y, zoom_rate=s * p.zoom_rate,
             rotation_deg_s=s * p.rotation_deg_s, shake_amp=s * p.shake_amp, shake_hz=p.shake_hz,
             seed=options.seed * 1000 + i,
         ))
     return effects
+
+
+def _perceptible(p: MotionParams, aspect: float) -> MotionParams:
+    """The part of a kind's typical move worth applying.
+
+    A component slower than the speed below which the analysis calls a shot static (`STATIC_SPEED`, in the
+    analysis's own speed measure) is estimation noise or drift that no viewer sees; applied, it would only
+    resample the picture (softer) and make every frame move a little (more work and bits for x264).  So it
+    is left out, and a static shot gets no move at all (its shake stayed below what counts as handheld).
+    """
+    if p.kind == "static":
+        return p.model_copy(update={"pan_x": 0.0, "pan_y": 0.0, "zoom_rate": 0.0, "rotation_deg_s": 0.0,
+                                    "shake_amp": 0.0, "shake_hz": 0.0})
+    speeds = {"pan_x": abs(p.pan_x), "pan_y": abs(p.pan_y) / aspect, "zoom_rate": 0.5 * abs(p.zoom_rate),
+              "rotation_deg_s": 0.5 * abs(math.radians(p.rotation_deg_s))}
+    return p.model_copy(update={k: 0.0 for k, v in speeds.items() if v < STATIC_SPEED})
 
 
 def _corners_inside(effect: MotionEffect, duration: float, out: OutputSpec, src_size: tuple[int, int]) -> bool:
@@ -527,7 +545,7 @@ def build_plan(
     for (shot_i, _, _), length in zip(pieces, lengths):
         screen_time[shot_i] += length
     transfers = _color_transfers(source, style, options, screen_time)
-    effects = _motion_effects(style, options, lengths)
+    effects = _motion_effects(style, options, lengths, out.width / out.height)
     transitions = _transitions(style, options, [e - s for s, e in zip(starts, ends)], fps)
 
     colors: list[ColorTransfer] = []

@@ -133,3 +133,31 @@ def test_strength_zero_keeps_the_source_look(tmp_path, source_clip, moving_job):
     _, b = read_frames(path)
     mse = ((a.astype(float) - b.astype(float)) ** 2).mean()
     assert 10 * np.log10(255 ** 2 / mse) >= 35
+
+
+def test_only_perceptible_moves_are_applied(moving_job):
+    """The template pans right and nothing else: the plan applies its pan, not the estimation noise in the
+    other components (it would only soften the picture); a static kind is applied as no move at all."""
+    from stylecast.analysis.motion import STATIC_SPEED
+    from stylecast.plan import _motion_effects
+
+    style, _, plan = moving_job
+    typical = style.motion.typical["pan_right"]
+    assert typical.zoom_rate != 0.0 or typical.rotation_deg_s != 0.0 or typical.pan_y != 0.0  # noise is there
+    for seg in plan.segments:
+        m = seg.motion
+        assert m.pan_x == pytest.approx(typical.pan_x)
+        assert m.pan_y == 0.0 and m.zoom_rate == 0.0 and m.rotation_deg_s == 0.0
+    # a "static" kind whose measured medians drift a little, and a pan with a real zoom
+    static = typical.model_copy(update={"kind": "static", "pan_x": 0.3 * STATIC_SPEED, "zoom_rate": 0.001,
+                                        "rotation_deg_s": 0.05, "shake_amp": 0.002, "shake_hz": 3.0})
+    zooming_pan = typical.model_copy(update={"zoom_rate": 0.3})
+    motion = style.motion.model_copy(update={"kind_fractions": {"static": 0.5, "pan_right": 0.5},
+                                             "typical": {"static": static, "pan_right": zooming_pan}})
+    effects = _motion_effects(style.model_copy(update={"motion": motion}), Options(), [1.0, 1.0, 1.0, 1.0])
+    assert {e.kind for e in effects} == {"static", "pan_right"}
+    for e in effects:
+        if e.kind == "static":
+            assert e.is_identity
+        else:
+            assert e.pan_x == pytest.approx(typical.pan_x) and e.zoom_rate == pytest.approx(0.3)
