@@ -64,14 +64,18 @@ def _planes_of(frame: av.VideoFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray
     return tuple(np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width] for p in frame.planes[:3])
 
 
+def _yuv420_like(frame: av.VideoFrame) -> str:
+    """8-bit 4:2:0 in the frame's own range (swscale would convert a "yuvj" frame to limited range)."""
+    return "yuvj420p" if frame.format.name.startswith("yuvj") else "yuv420p"
+
+
 def to_planes(frame: av.VideoFrame, width: int, height: int, rot_k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A decoded frame as 8-bit 4:2:0 planes of the coded-orientation size ``width x height``, then rotated
     by ``rot_k`` quarter turns (as `np.rot90`).  8-bit 4:2:0 frames of that size are not copied; anything
     else (another size, 10-bit, 4:2:2, 4:4:4) goes through one swscale pass that keeps matrix and range."""
     name = frame.format.name
     if name not in ("yuv420p", "yuvj420p") or (frame.width, frame.height) != (width, height):
-        target = "yuvj420p" if name.startswith("yuvj") else "yuv420p"
-        frame = frame.reformat(width=width, height=height, format=target, threads=1)
+        frame = frame.reformat(width=width, height=height, format=_yuv420_like(frame), threads=1)
     planes = _planes_of(frame)
     if rot_k:
         planes = tuple(np.ascontiguousarray(np.rot90(p, k=rot_k)) for p in planes)
@@ -156,8 +160,12 @@ def iter_frames(
                 yield DecodedPlanes(rel, to_planes(frame, scale_w, scale_h, rot_k), matrix, full_range)
                 continue
             # swscale's automatic threading costs more than it saves per frame (4.1 vs 1.4 ms at 1080p here).
-            rgb = frame.to_ndarray(format="rgb24", width=scale_w, height=scale_h, threads=threads or 1,
-                                   interpolation=_RGB_SWS_FLAGS)
+            if (scale_w, scale_h) != (frame.width, frame.height) and frame.format.name.startswith("yuv"):
+                # Scale in YUV, then convert the small frame: the same picture (to 1 code), in 70% of the time
+                # of one pass, whose accurate conversion interpolates chroma at the full size first.
+                frame = frame.reformat(width=scale_w, height=scale_h, format=_yuv420_like(frame),
+                                       threads=threads or 1, interpolation=Interpolation.BILINEAR)
+            rgb = frame.to_ndarray(format="rgb24", threads=threads or 1, interpolation=_RGB_SWS_FLAGS)
             if rot_k:
                 rgb = np.ascontiguousarray(np.rot90(rgb, k=rot_k))
             yield DecodedFrame(rel, rgb)
