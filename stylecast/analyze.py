@@ -297,10 +297,7 @@ def analyze_files(
     results = [None] * len(tasks)
     for k, result in zip(order, ordered):
         results[k] = result
-    # The merges are independent too (numpy work that mostly releases the GIL).
-    finishes = [(lambda stop, j=j, job=job, a=a, b=b: job.finish(results[j], results[a:b]))
-                for j, (job, (a, b)) in enumerate(zip(jobs, spans))]
-    return run_all(finishes, workers, should_stop=should_stop)
+    return [job.finish(results[j], results[a:b]) for j, (job, (a, b)) in enumerate(zip(jobs, spans))]
 
 
 def analyze_file(

@@ -159,11 +159,19 @@ class _LutCache:
 
     def __init__(self, plan: RenderPlan) -> None:
         self._plan = plan
+        self._tables: dict[tuple[int, str, bool], YuvLut] = {}
 
     def get(self, index: int, frame: DecodedPlanes) -> YuvLut:
-        if index < 0:  # ungraded: an affine table, exact with 2 points per axis
-            return _identity_yuv_lut(frame.matrix, frame.full_range)
-        return _transfer_yuv_lut(self._plan.colors[index].model_dump_json(), frame.matrix, frame.full_range)
+        key = (index, frame.matrix, frame.full_range)
+        table = self._tables.get(key)
+        if table is None:
+            if index < 0:  # ungraded: an affine table, exact with 2 points per axis
+                table = _identity_yuv_lut(frame.matrix, frame.full_range)
+            else:  # shared by the ranges this process renders
+                table = _transfer_yuv_lut(self._plan.colors[index].model_dump_json(), frame.matrix,
+                                          frame.full_range)
+            self._tables[key] = table
+        return table
 
 
 @functools.lru_cache(maxsize=8)
