@@ -32,6 +32,29 @@ def test_reused_i420_buffer_encodes_every_frame_as_written(tmp_path):
     assert got == levels
 
 
+@pytest.mark.parametrize("h", [90, 92, 270, 272])
+def test_every_even_height_encodes_its_planes_where_they_are(tmp_path, h):
+    """A lossless round trip of textured planes gives them back exactly, also for heights that are not a
+    multiple of 4 (PyAV's zero-copy wrapper assumes one: it would read the chroma from the wrong rows)."""
+    from stylecast.media.decode import iter_frames
+
+    w = 48
+    rng = np.random.default_rng(h)
+    pictures = [rng.integers(16, 236, (h * 3 // 2, w), dtype=np.uint8) for _ in range(3)]
+    path = tmp_path / "odd.mp4"
+    with SegmentEncoder(path, w, h, 25.0, crf=0, preset="ultrafast") as enc:
+        for picture in pictures:
+            enc.write_i420(picture)
+    frames = list(iter_frames(path, planes=True))
+    assert len(frames) == len(pictures)
+    for frame, picture in zip(frames, pictures):
+        y, u, v = frame.planes
+        assert y.shape == (h, w)
+        assert np.array_equal(y, picture[:h])
+        assert np.array_equal(u.reshape(-1), picture[h:].reshape(-1)[: h * w // 4])
+        assert np.array_equal(v.reshape(-1), picture[h:].reshape(-1)[h * w // 4:])
+
+
 def _flat_segments(tmp_path, h: int, w: int, yuv: tuple[int, int, int], count: int = 2, frames: int = 25) -> list:
     """``count`` one-second segments at 25 fps of one flat I420 colour."""
     paths = []

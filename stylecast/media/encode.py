@@ -158,7 +158,10 @@ class SegmentEncoder:
         if i420.shape != (self.height * 3 // 2, self.width) or i420.dtype != np.uint8:
             raise ValueError(f"expected a uint8 I420 array of shape ({self.height * 3 // 2}, {self.width}), "
                              f"got {i420.dtype} {i420.shape}")
-        frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(i420), format="yuv420p")
+        if self.height % 4 == 0:
+            frame = av.VideoFrame.from_numpy_buffer(np.ascontiguousarray(i420), format="yuv420p")
+        else:  # PyAV's wrapper assumes a height that is a multiple of 4 (it takes rows // 6 * 4): copy instead
+            frame = av.VideoFrame.from_ndarray(i420, format="yuv420p")
         frame.colorspace, frame.color_range = _BT709, _RANGE_LIMITED
         frame.pts = self.frames_written
         frame.time_base = 1 / self.rate
