@@ -31,11 +31,15 @@ from stylecast.errors import CancelledError, StylecastError
 from stylecast.options import Options
 
 JOB_MANAGER_NAME = "stylecast-jobmanager"
-MAX_INTERRUPTIONS = 2
+MAX_INTERRUPTIONS = 2  # a job interrupted by restarts is re-run this many times, then failed
 
 
-def request_hash(body: dict) -> str:
-    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+def request_hash(req: CreateJobRequest) -> str:
+    """Fingerprint of what a create request asks for, after validation: ``1`` and ``1.0``, key order, and
+    options left out or given as their defaults are the same request."""
+    body = req.model_dump(mode="json")
+    body["options"] = (req.options or Options()).model_dump(mode="json")
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=32)
@@ -58,6 +62,9 @@ class JobManager:
         self.sender = WebhookSender(self.store, key, allow_private=allow_private_webhooks, **kwargs)
         self.sender.start()
         self._lock = threading.Lock()
+        # Held from looking an Idempotency-Key up to storing it: concurrent retries (the actor serves up to
+        # 32 calls at once) must find the first one's job, not create their own.
+        self._idempotency_lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}
         self._pipeline = None
         self._wake = threading.Event()
@@ -71,7 +78,7 @@ class JobManager:
     def _recover(self) -> None:
         """Jobs that were processing when the previous process stopped are re-queued (or failed)."""
         for rec in self.store.jobs_by_status(["processing"]):
-            if rec.attempts >= MAX_INTERRUPTIONS:
+            if rec.attempts > MAX_INTERRUPTIONS:
                 self._finish(rec.job_id, "failed", error=("interrupted",
                              f"the job was interrupted {rec.attempts} times by a restart of the service"))
             else:
@@ -194,15 +201,20 @@ class JobManager:
     def create_job(self, owner: str, body: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         """Validate and queue a job; returns (JobResponse as dict, created).  Raises ApiError."""
         req = CreateJobRequest.model_validate(body)
-        if idempotency_key:
+        if not idempotency_key:
+            return self._create_job(owner, req, None)
+        with self._idempotency_lock:
             seen = self.store.get_idempotency(owner, idempotency_key)
             if seen is not None:
-                if seen[0] != request_hash(body):
+                if seen[0] != request_hash(req):
                     raise ApiError(409, "idempotency_conflict",
                                    "this Idempotency-Key was used with a different request body")
                 rec = self.store.get_job(seen[1], owner)
                 if rec is not None:
                     return self.store.to_response(rec).model_dump(mode="json"), False
+            return self._create_job(owner, req, idempotency_key)
+
+    def _create_job(self, owner: str, req: CreateJobRequest, idempotency_key: str | None) -> tuple[dict, bool]:
         for vid, role in ((req.video_id, "video_id"), (req.template_video_id, "template_video_id")):
             if self.store.get_video(vid, owner) is None:
                 raise ApiError(404, "video_not_found", f"{role} {vid!r} does not exist", {"field": role})
@@ -219,7 +231,7 @@ class JobManager:
                         created_at=now, updated_at=now)
         self.store.add_job(rec)
         if idempotency_key:
-            self.store.put_idempotency(owner, idempotency_key, request_hash(body), rec.job_id)
+            self.store.put_idempotency(owner, idempotency_key, request_hash(req), rec.job_id)
         self._wake.set()
         return self.store.to_response(rec).model_dump(mode="json"), True
 
@@ -238,7 +250,10 @@ class JobManager:
             deadline = time.monotonic() + 10.0
             while time.monotonic() < deadline and job_id in self._running:
                 time.sleep(0.05)
-        return self.store.to_response(self.store.get_job(job_id)).model_dump(mode="json")
+        rec = self.store.get_job(job_id)
+        if rec.status in TERMINAL and rec.status != "cancelled":  # it ended on its own before it could stop
+            raise ApiError(409, "job_terminal", f"job {job_id} {rec.status} before it could be cancelled")
+        return self.store.to_response(rec).model_dump(mode="json")
 
     def delete_video(self, owner: str, video_id: str) -> None:
         rec = self.store.get_video(video_id, owner)

@@ -6,6 +6,7 @@ the envelope ``{success, message, data}``; errors add ``error: {code, detail}`` 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -118,6 +119,9 @@ def owner_of(request: Request) -> str:
     return keys[token.strip()]
 
 
+MAX_PAGE = 10**9
+
+
 def _page_args(request: Request) -> tuple[int, int]:
     def number(name: str, default: int, lo: int, hi: int | None) -> int:
         raw = request.query_params.get(name)
@@ -132,7 +136,8 @@ def _page_args(request: Request) -> tuple[int, int]:
             raise ApiError(422, "validation_error", f"{name} must be in {rng}", {"field": name})
         return value
 
-    return number("page", 1, 1, None), number("page_size", 20, 1, 100)
+    # page is bounded so that the row offset stays a 64-bit integer (SQLite's OFFSET).
+    return number("page", 1, 1, MAX_PAGE), number("page_size", 20, 1, 100)
 
 
 def _page(items, total: int, page: int, page_size: int) -> dict:
@@ -176,6 +181,7 @@ async def upload_video(request: Request):
     ctype, params = parse_options_header(request.headers.get("content-type", ""))
     if ctype != b"multipart/form-data" or b"boundary" not in params:
         raise ApiError(415, "unsupported_media_type", "upload the video as multipart/form-data with a 'file' field")
+    key = _idempotency_key(request)
     limit = svc.config.max_upload_bytes
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
@@ -186,6 +192,7 @@ async def upload_video(request: Request):
     folder.mkdir(parents=True, exist_ok=True)
     state = {"name": None, "filename": None, "fh": None, "size": 0, "too_large": False, "found": False,
              "header_field": b"", "header_value": b"", "headers": {}}
+    digest = hashlib.sha256()  # of the file's bytes: what an Idempotency-Key's retries must repeat
 
     def on_header_field(data, start, end):
         state["header_field"] += data[start:end]
@@ -203,7 +210,9 @@ async def upload_video(request: Request):
         if name == "file" and not state["found"]:
             state["found"] = True
             raw = disp.get(b"filename", b"upload").decode("utf-8", "replace")
-            state["filename"] = Path(raw).name or "upload"
+            # "." and ".." name no file (Path("..").name is ".."): they are stored as "upload", like no name.
+            name = Path(raw).name
+            state["filename"] = name if name.strip(".") else "upload"
             safe = _SAFE.sub("_", state["filename"])[-120:] or "upload"
             state["fh"] = open(folder / safe, "wb")  # noqa: SIM115 - closed in on_part_end / finally
             state["path"] = folder / safe
@@ -216,6 +225,7 @@ async def upload_video(request: Request):
             state["too_large"] = True
             return
         state["fh"].write(data[start:end])
+        digest.update(data[start:end])
 
     def on_part_end():
         if state["fh"] is not None:
@@ -255,7 +265,29 @@ async def upload_video(request: Request):
                       size=state["size"], duration=info.duration_s, fps=info.fps, width=info.display_width,
                       height=info.display_height, has_audio=info.audio is not None, created_at=utcnow())
     svc.store.add_video(rec)
-    return ok(_video(rec), "video uploaded", 201)
+    if key is None:
+        return ok(_video(rec), "video uploaded", 201)
+    # Stored first, claimed second: of concurrent retries with one key, the first claim wins and the others
+    # withdraw their copies.
+    seen = svc.store.put_idempotency(owner, key, digest.hexdigest(), video_id, scope="videos")
+    if seen is None:
+        return ok(_video(rec), "video uploaded", 201)
+    earlier = svc.store.get_video(seen[1], owner) if seen[0] == digest.hexdigest() else None
+    if earlier is None and seen[0] == digest.hexdigest():  # the earlier upload was deleted since: this one counts
+        svc.store.put_idempotency(owner, key, digest.hexdigest(), video_id, scope="videos", replace=True)
+        return ok(_video(rec), "video uploaded", 201)
+    svc.store.delete_video(video_id, owner)
+    _remove(folder)
+    if earlier is None:
+        raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used to upload a different file")
+    return ok(_video(earlier), "video already uploaded with this Idempotency-Key", 200)
+
+
+def _idempotency_key(request: Request) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is not None and not (1 <= len(key) <= 255):
+        raise ApiError(422, "validation_error", "Idempotency-Key must be 1-255 characters")
+    return key
 
 
 def _video(rec) -> dict:
@@ -317,9 +349,7 @@ async def create_job(request: Request):
         errors = _errors(exc)
         raise ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
                        errors) from None
-    key = request.headers.get("idempotency-key")
-    if key is not None and not (1 <= len(key) <= 255):
-        raise ApiError(422, "validation_error", "Idempotency-Key must be 1-255 characters")
+    key = _idempotency_key(request)
     job, created = await svc.call("create_job", owner, body, key)
     return ok(job, "job created" if created else "job already exists for this Idempotency-Key",
               201 if created else 200)
@@ -382,10 +412,12 @@ async def list_jobs(request: Request):
 async def cancel_job(job_id: str, request: Request):
     job = await service().call("cancel_job", owner_of(request), job_id)
     _status_cache.pop(job_id, None)
-    return ok(job, "job cancelled")
+    if job["status"] == "cancelled":
+        return ok(job, "job cancelled")
+    return ok(job, "cancellation requested: the job is stopping", 202)
 
 
-@app.get(f"{API}/jobs/{{job_id}}/output", tags=["jobs"])
+@app.api_route(f"{API}/jobs/{{job_id}}/output", methods=["GET", "HEAD"], tags=["jobs"])
 async def get_output(job_id: str, request: Request):
     rec = _job_or_404(job_id, owner_of(request))
     if rec.status != "completed" or not rec.output_path or not Path(rec.output_path).exists():

@@ -105,8 +105,11 @@ def run_server(config: ServiceConfig, *, address: str | None = None, ready: thre
         connect(address)
         # Installed after Ray started: ray.init puts in its own SIGTERM handler, which would kill us uncleanly.
         old = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        # The JobManager first (it recovers the jobs of the last run): the port opens only after, and what it
+        # answers before the API replica is up is the proxy's 404, which the SDK's wait() rides out.
+        application = build_app(config)
         serve.start(http_options={"host": config.host, "port": config.port}, detached=not embedded)
-        serve.run(build_app(config), name="stylecast", route_prefix="/", blocking=False)
+        serve.run(application, name="stylecast", route_prefix="/", blocking=False)
         if stop.is_set():
             return 0
         if not config.api_keys:

@@ -40,10 +40,12 @@ from serve_app.models import (ACTIVE, ErrorInfo, JobDetailResponse, JobResponse,
                               VideoResponse, WebhookDelivery)
 from stylecast.options import Options
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DB_FILENAME = "stylecast.db"
 IDEMPOTENCY_TTL_S = 24 * 3600.0
 """Idempotency keys older than this are ignored by `Store.get_idempotency` and removed by `purge_idempotency`."""
+IdempotencyScope = Literal["jobs", "videos"]
+"""What an Idempotency-Key names: a job (``POST /jobs``) or an upload (``POST /videos``)."""
 
 WebhookState = Literal["pending", "delivered", "gave_up"]
 
@@ -248,7 +250,26 @@ CREATE TABLE IF NOT EXISTS webhook_deliveries (
 CREATE INDEX IF NOT EXISTS webhook_deliveries_job ON webhook_deliveries (job_id, attempted_at);
 """
 
-_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1}  # version -> script taking the file from version-1 to version
+# Version 2: idempotency keys get a scope ("jobs" for POST /jobs, "videos" for uploads), so one key string can
+# name a job and an upload independently; the entry's id column holds the job's or the video's id.
+_SCHEMA_V2 = """
+CREATE TABLE idempotency_keys_v2 (
+    owner        TEXT NOT NULL,
+    scope        TEXT NOT NULL,
+    key          TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    resource_id  TEXT NOT NULL,
+    created_at   REAL NOT NULL,
+    PRIMARY KEY (owner, scope, key)
+);
+INSERT INTO idempotency_keys_v2 (owner, scope, key, request_hash, resource_id, created_at)
+    SELECT owner, 'jobs', key, request_hash, job_id, created_at FROM idempotency_keys;
+DROP TABLE idempotency_keys;
+ALTER TABLE idempotency_keys_v2 RENAME TO idempotency_keys;
+CREATE INDEX IF NOT EXISTS idempotency_created ON idempotency_keys (created_at);
+"""
+
+_MIGRATIONS: dict[int, str] = {1: _SCHEMA_V1, 2: _SCHEMA_V2}  # version -> script from version-1 to version
 
 _JOB_COLUMNS = tuple(JobRecord.model_fields)
 _VIDEO_COLUMNS = tuple(VideoRecord.model_fields)
@@ -518,37 +539,41 @@ class Store:
         error = (ErrorInfo(code=record.error_code, message=record.error_message or "")
                  if record.error_code else None)
         return JobDetailResponse(**dict(base), style_json=record.style_json, output_url=output_url, error=error,
-                                 processing_time_seconds=record.processing_time_seconds,
+                                 # the API's contract: null unless the job completed
+                                 processing_time_seconds=(record.processing_time_seconds
+                                                          if record.status == "completed" else None),
                                  stage_timings=record.stage_timings)
 
     # ------------------------------------------------------------------------------------- idempotency keys
 
-    def put_idempotency(self, owner: str, key: str, request_hash: str, job_id: str,
-                        now: Timestamp | None = None) -> tuple[str, str, datetime] | None:
-        """Remember ``key`` -> (request_hash, job_id) for 24 h.
+    def put_idempotency(self, owner: str, key: str, request_hash: str, resource_id: str,
+                        now: Timestamp | None = None, *, scope: IdempotencyScope = "jobs",
+                        replace: bool = False) -> tuple[str, str, datetime] | None:
+        """Remember ``key`` -> (request_hash, resource_id) in ``scope`` for 24 h.
 
-        Returns None when stored, or the live entry already there (``(request_hash, job_id, created_at)``),
-        which is then left unchanged (first writer wins).  An expired entry is replaced.
+        Returns None when stored, or the live entry already there (``(request_hash, resource_id, created_at)``),
+        which is then left unchanged (first writer wins) unless ``replace``.  An expired entry is replaced.
         """
         now_s = time.time() if now is None else to_epoch(now)
         with self._write() as conn:
-            row = conn.execute("SELECT request_hash, job_id, created_at FROM idempotency_keys "
-                               "WHERE owner = ? AND key = ?", [owner, key]).fetchone()
-            if row is not None and row["created_at"] > now_s - IDEMPOTENCY_TTL_S:
-                return row["request_hash"], row["job_id"], from_epoch(row["created_at"])
-            conn.execute("INSERT OR REPLACE INTO idempotency_keys (owner, key, request_hash, job_id, created_at) "
-                         "VALUES (?, ?, ?, ?, ?)", [owner, key, request_hash, job_id, now_s])
+            row = conn.execute("SELECT request_hash, resource_id, created_at FROM idempotency_keys "
+                               "WHERE owner = ? AND scope = ? AND key = ?", [owner, scope, key]).fetchone()
+            if not replace and row is not None and row["created_at"] > now_s - IDEMPOTENCY_TTL_S:
+                return row["request_hash"], row["resource_id"], from_epoch(row["created_at"])
+            conn.execute("INSERT OR REPLACE INTO idempotency_keys "
+                         "(owner, scope, key, request_hash, resource_id, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                         [owner, scope, key, request_hash, resource_id, now_s])
         return None
 
-    def get_idempotency(self, owner: str, key: str,
-                        now: Timestamp | None = None) -> tuple[str, str, datetime] | None:
-        """``(request_hash, job_id, created_at)``, or None when absent or older than 24 h."""
+    def get_idempotency(self, owner: str, key: str, now: Timestamp | None = None, *,
+                        scope: IdempotencyScope = "jobs") -> tuple[str, str, datetime] | None:
+        """``(request_hash, resource_id, created_at)``, or None when absent or older than 24 h."""
         now_s = time.time() if now is None else to_epoch(now)
         with self._lock:
-            row = self._conn.execute("SELECT request_hash, job_id, created_at FROM idempotency_keys "
-                                     "WHERE owner = ? AND key = ? AND created_at > ?",
-                                     [owner, key, now_s - IDEMPOTENCY_TTL_S]).fetchone()
-        return None if row is None else (row["request_hash"], row["job_id"], from_epoch(row["created_at"]))
+            row = self._conn.execute("SELECT request_hash, resource_id, created_at FROM idempotency_keys "
+                                     "WHERE owner = ? AND scope = ? AND key = ? AND created_at > ?",
+                                     [owner, scope, key, now_s - IDEMPOTENCY_TTL_S]).fetchone()
+        return None if row is None else (row["request_hash"], row["resource_id"], from_epoch(row["created_at"]))
 
     def purge_idempotency(self, now: Timestamp | None = None) -> int:
         """Delete entries older than 24 h; returns how many."""

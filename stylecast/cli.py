@@ -241,6 +241,16 @@ def _bytes_bar(progress: ProgressPrinter, stage: str):
     return lambda done, total: progress(stage, done, total)
 
 
+def _upload_key(job_key: str | None, role: str) -> str | None:
+    """The Idempotency-Key of an upload made for a job submitted with ``job_key`` (a fixed length, whatever
+    the job key's)."""
+    if not job_key:
+        return None
+    import hashlib
+
+    return f"submit-{role}-{hashlib.sha256(job_key.encode()).hexdigest()[:40]}"
+
+
 def cmd_submit(args) -> int:
     """Upload both videos, create the job; with --wait (or -o) follow it and download the output."""
     from stylecast.options import parse_options
@@ -257,9 +267,13 @@ def cmd_submit(args) -> int:
             raise StylecastError(f"{path}: {'not a file' if p.exists() else 'no such file'}")
     wait = args.wait or out is not None
     progress = ProgressPrinter(enabled=not args.quiet)
+    # A retry with the same --idempotency-key must find the same uploads, or the job's body would differ.
+    upload_key = {role: _upload_key(args.idempotency_key, role) for role in ("source", "template")}
     with _client(args) as client:
-        src = client.upload(args.source, progress=_bytes_bar(progress, "upload source"))
-        tpl = client.upload(args.template, progress=_bytes_bar(progress, "upload template"))
+        src = client.upload(args.source, progress=_bytes_bar(progress, "upload source"),
+                            idempotency_key=upload_key["source"])
+        tpl = client.upload(args.template, progress=_bytes_bar(progress, "upload template"),
+                            idempotency_key=upload_key["template"])
         progress.finish()
         job = client.create_job(src["video_id"], tpl["video_id"], options=body_options, webhook_url=args.webhook_url,
                                 idempotency_key=args.idempotency_key)

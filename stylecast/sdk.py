@@ -59,6 +59,12 @@ class ServerUnreachable(ApiError):
         self.url = url
 
 
+def _restarting(exc: ApiError) -> bool:
+    """An answer a restarting server gives: no connection, a gateway error, or a 404 that is not the API's
+    (the API's own errors come in its envelope with a code; the proxy's say only ``http_error``)."""
+    return exc.status in (0, 502, 503, 504) or (exc.status == 404 and exc.code == "http_error")
+
+
 class Client:
     def __init__(self, base_url: str = DEFAULT_SERVER, api_key: str | None = None, timeout: float = 60.0) -> None:
         self.base_url = base_url.rstrip("/")
@@ -123,8 +129,11 @@ class Client:
         return True
 
     # ------------------------------------------------------------------------------------------ videos
-    def upload(self, path: str | os.PathLike, progress: BytesProgress | None = None) -> dict:
-        """Upload a video (streamed from disk as multipart ``file``); returns the VideoResponse."""
+    def upload(self, path: str | os.PathLike, progress: BytesProgress | None = None,
+               idempotency_key: str | None = None) -> dict:
+        """Upload a video (streamed from disk as multipart ``file``); returns the VideoResponse.
+
+        With ``idempotency_key``, a retry of the same file returns the video the first upload made."""
         path = Path(path)
         try:
             size = path.stat().st_size
@@ -153,6 +162,8 @@ class Client:
 
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
                    "Content-Length": str(len(head) + size + len(tail))}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
         return self._data("POST", f"{API}/videos", content=body(), headers=headers)
 
     def get_video(self, video_id: str) -> dict:
@@ -196,15 +207,29 @@ class Client:
         return self._data("POST", f"{API}/jobs/{job_id}/cancel")
 
     def wait(self, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
-             progress: StageProgress | None = None) -> dict:
+             progress: StageProgress | None = None, outage_s: float = 120.0) -> dict:
         """Poll until the job is completed, failed or cancelled; returns the final JobResponse.
 
         ``progress(stage, pct)`` is called whenever the stage or the progress changes.  Raises `TimeoutError`
-        after ``timeout_s`` (the job keeps running)."""
+        after ``timeout_s`` (the job keeps running).  A server that is restarting (no connection, 502-504, or
+        the HTTP proxy's own 404 before the API is deployed) is polled on for up to ``outage_s`` seconds: jobs
+        survive restarts."""
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         last: tuple[str | None, float] = (None, 0.0)
+        down_since: float | None = None
         while True:
-            job = self.get_job(job_id)
+            try:
+                job = self.get_job(job_id)
+            except ApiError as exc:
+                now = time.monotonic()
+                down_since = now if down_since is None else down_since
+                if not _restarting(exc) or now - down_since > outage_s:
+                    raise
+                if deadline is not None and now >= deadline:
+                    raise TimeoutError(f"job {job_id}: the server did not answer for {timeout_s:g} s") from exc
+                time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - now)))
+                continue
+            down_since = None
             stage, pct = job.get("current_stage"), float(job.get("progress") or 0.0)
             if job["status"] in TERMINAL:
                 # The final record has no stage: close the last bar at 100 % when the job completed.

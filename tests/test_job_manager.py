@@ -79,3 +79,28 @@ def test_restart_reruns_processing_jobs_and_keeps_finished_ones(local_ray, clips
         ray.get(manager.cancel_job.remote("", done["job_id"]))
     assert isinstance(exc.value.cause, ApiError) and exc.value.cause.status == 409
     ray.kill(manager)
+
+
+def test_a_job_interrupted_by_restarts_is_rerun_twice_then_failed(local_ray, clips, tmp_path):
+    """``attempts`` counts the runs that started; a job found processing at start-up was interrupted."""
+    from serve_app.models import utcnow
+    from serve_app.store import JobRecord
+
+    manager = JobManager.remote(str(tmp_path))
+    src = ray.get(manager.register_video.remote("", str(clips[0])))
+    tpl = ray.get(manager.register_video.remote("", str(clips[1])))
+    ray.kill(manager, no_restart=True)
+    store = Store(tmp_path / "stylecast.db")
+    now = utcnow()
+    for job_id, attempts in (("job_twice", 2), ("job_thrice", 3)):
+        store.add_job(JobRecord(job_id=job_id, owner="", status="processing", video_id=src["video_id"],
+                                template_video_id=tpl["video_id"], options={"max_duration_s": 1}, created_at=now,
+                                updated_at=now, started_at=now, attempts=attempts))
+
+    manager = JobManager.remote(str(tmp_path))
+    assert _wait(manager, "job_twice", ("completed", "failed"))["status"] == "completed"  # its third run
+    assert store.get_job("job_twice").attempts == 3
+    failed = ray.get(manager.get_result.remote("", "job_thrice"))
+    assert failed["status"] == "failed" and failed["error"]["code"] == "interrupted"
+    assert "3 times" in failed["error"]["message"]
+    ray.kill(manager)

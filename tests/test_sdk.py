@@ -6,6 +6,7 @@ address is read from that dir's session files and a separate Ray driver can join
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
 import os
@@ -155,6 +156,23 @@ def test_cli_submit_wait_downloads_mp4_then_status_result_list(server, clips, tm
     p = cli(server, "-q", "submit", str(clips[0]), str(clips[1]), "--options", json.dumps(OPTIONS))
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["status"] in ("queued", "processing") and p.stderr == ""
+
+
+def test_cli_submit_retried_with_its_idempotency_key_returns_the_same_job(server, client, clips):
+    """The retry uploads the files again: the uploads carry keys derived from the job's, so they come back as
+    the same videos, and the job's body (and so the job) is the same."""
+    videos_before = client.list_videos(page_size=100)["total"]
+    args = ("-q", "submit", str(clips[0]), str(clips[1]), "--options", json.dumps(OPTIONS),
+            "--idempotency-key", "cli-retry-1")
+    first = cli(server, *args)
+    assert first.returncode == 0, first.stderr
+    again = cli(server, *args)
+    assert again.returncode == 0, again.stderr
+    job = json.loads(first.stdout)
+    assert json.loads(again.stdout)["job_id"] == job["job_id"]
+    assert client.list_videos(page_size=100)["total"] == videos_before + 2
+    with contextlib.suppress(ApiError):  # spare the CPU, unless it has ended already
+        client.cancel(job["job_id"])
 
 
 def test_cli_errors_are_one_line(server, clips, tmp_path):

@@ -432,6 +432,10 @@ def test_output_range(a, lifecycle, output_bytes):
         assert r.content == output_bytes[lo:hi + 1], rng
     r = c.get(f"{API}/jobs/{job_id}/output", headers={"Range": f"bytes={n + 10}-{n + 20}"})
     assert r.status_code == 416
+    # HEAD: what download managers ask first (the size, and that ranges work), without the body
+    r = c.head(f"{API}/jobs/{job_id}/output")
+    assert r.status_code == 200 and r.content == b""
+    assert int(r.headers["content-length"]) == n and r.headers["accept-ranges"] == "bytes"
 
 
 def test_style_cube(a, lifecycle):
@@ -562,6 +566,14 @@ def test_upload_errors_store_nothing(a):
     assert data(c.get("/readyz"))["status"] == "ready"
 
 
+@pytest.mark.parametrize("name", ["..", ".", "...", "a/.."])
+def test_upload_named_dots_is_stored_as_upload(a, source_clip, name):
+    c = a.server.client
+    video = data(upload(c, source_clip.path, name), 201)
+    assert video["filename"] == "upload"
+    assert data(c.delete(f"{API}/videos/{video['video_id']}")) is None
+
+
 def test_text_file_upload_refused(a):
     c = a.server.client
     r = c.post(f"{API}/videos", files={"file": ("notes.txt", b"hello, not a video\n" * 50, "text/plain")})
@@ -589,8 +601,9 @@ def test_list_jobs_pagination_and_filter(a, lifecycle):
     beyond = data(c.get(f"{API}/jobs", params={"page": total + 1, "page_size": 1}))
     assert beyond["items"] == [] and beyond["total"] == total
     for bad in ({"page": 0}, {"page_size": 0}, {"page_size": 101}, {"page": "abc"}, {"page_size": "1.5"},
-                {"page": -1}):
+                {"page": -1}, {"page": 922337203685477581}, {"page": 10**20}):
         assert_error(c.get(f"{API}/jobs", params=bad), 422, "validation_error")
+        assert_error(c.get(f"{API}/videos", params=bad), 422, "validation_error")
     assert_error(c.get(f"{API}/jobs", params={"status": "done"}), 422, "validation_error")
     done = data(c.get(f"{API}/jobs", params={"status": "completed", "page_size": 100}))
     assert done["total"] >= 1 and all(j["status"] == "completed" for j in done["items"])
@@ -629,6 +642,7 @@ def test_cancel_in_every_state(a, videos, lifecycle, source_clip):
     assert body["status"] == "cancelled"
     res = data(c.get(f"{API}/jobs/{long_job['job_id']}/result"))
     assert res["output_url"] is None and res["style_json"] is None
+    assert res["processing_time_seconds"] is None  # the contract: null unless the job completed
     assert_error(c.get(f"{API}/jobs/{long_job['job_id']}/output"), 409)
     assert_error(c.get(f"{API}/jobs/{long_job['job_id']}/style.cube"), 409)
     assert_error(c.post(f"{API}/jobs/{long_job['job_id']}/cancel"), 409, "job_terminal")
@@ -707,10 +721,66 @@ def test_idempotency(a, videos, idempotent_job):
     assert second["job_id"] == first["job_id"]
     assert_error(c.post(f"{API}/jobs", json={**body, "options": {**FAST, "seed": 7}},
                         headers={"Idempotency-Key": "idem-1"}), 409, "idempotency_conflict")
+    # the same request written differently (3.0 for 3, keys in another order) is the same request
+    same = {"options": {**FAST, "max_duration_s": float(FAST["max_duration_s"])},
+            "template_video_id": body["template_video_id"], "video_id": body["video_id"]}
+    assert data(c.post(f"{API}/jobs", json=same, headers={"Idempotency-Key": "idem-1"}), 200)["job_id"] \
+        == first["job_id"]
     # another key, same body: a new job
     third = data(c.post(f"{API}/jobs", json=body, headers={"Idempotency-Key": "idem-2"}), 201)
     assert third["job_id"] != first["job_id"]
     c.post(f"{API}/jobs/{third['job_id']}/cancel")  # not needed further: spare the CPU
+
+
+def test_concurrent_retries_with_one_idempotency_key_make_one_job(a, videos):
+    import concurrent.futures
+
+    c = a.server.client
+    body = {"video_id": videos["source"], "template_video_id": videos["template"], "options": FAST}
+    before = data(c.get(f"{API}/jobs"))["total"]
+
+    def post(_):
+        with httpx.Client(base_url=c.base_url, timeout=60) as own:
+            return own.post(f"{API}/jobs", json=body, headers={"Idempotency-Key": "idem-race"})
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert sorted(r.status_code for r in answers) == [200] * 7 + [201]
+    assert len({r.json()["data"]["job_id"] for r in answers}) == 1
+    assert data(c.get(f"{API}/jobs"))["total"] == before + 1
+    c.post(f"{API}/jobs/{answers[0].json()['data']['job_id']}/cancel")
+
+
+def test_upload_idempotency_key(a, source_clip, template_clip):
+    c = a.server.client
+    first = data(upload(c, source_clip.path, headers={"Idempotency-Key": "up-1"}), 201)
+    dirs = video_dirs(a.server.data_dir)
+    total = data(c.get(f"{API}/videos"))["total"]
+    # a retry of the same file: the same video, nothing new stored
+    again = data(upload(c, source_clip.path, "renamed.mp4", headers={"Idempotency-Key": "up-1"}), 200)
+    assert again == first
+    # another file under the key: refused, nothing stored
+    assert_error(upload(c, template_clip.path, headers={"Idempotency-Key": "up-1"}), 409, "idempotency_conflict")
+    assert video_dirs(a.server.data_dir) == dirs and data(c.get(f"{API}/videos"))["total"] == total
+    # once that video is deleted, the key's retry uploads afresh
+    assert data(c.delete(f"{API}/videos/{first['video_id']}")) is None
+    fresh = data(upload(c, source_clip.path, headers={"Idempotency-Key": "up-1"}), 201)
+    assert fresh["video_id"] != first["video_id"]
+    assert data(upload(c, source_clip.path, headers={"Idempotency-Key": "up-1"}), 200)["video_id"] \
+        == fresh["video_id"]
+    # concurrent retries of one upload: one video
+    import concurrent.futures
+
+    def post(_):
+        with httpx.Client(base_url=c.base_url, timeout=60) as own:
+            return upload(own, template_clip.path, headers={"Idempotency-Key": "up-race"})
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(post, range(4)))
+    assert sorted(r.status_code for r in answers) == [200] * 3 + [201]
+    assert len({r.json()["data"]["video_id"] for r in answers}) == 1
+    for vid in (fresh["video_id"], answers[0].json()["data"]["video_id"]):
+        c.delete(f"{API}/videos/{vid}")
 
 
 # ------------------------------------------------------------------------------------------------ tenancy

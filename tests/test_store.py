@@ -246,6 +246,34 @@ def test_idempotency_put_get_expiry_and_purge(store):
     assert store.get_idempotency("alice", "k1", now=now + IDEMPOTENCY_TTL_S + 3)[:2] == ("hash9", "j9")
 
 
+def test_idempotency_scopes_and_replace(store):
+    """A key names a job and an upload independently; ``replace`` overwrites a live entry."""
+    store.put_idempotency("alice", "k", "job-hash", "j1")
+    assert store.get_idempotency("alice", "k", scope="videos") is None
+    assert store.put_idempotency("alice", "k", "file-hash", "v1", scope="videos") is None
+    assert store.get_idempotency("alice", "k")[:2] == ("job-hash", "j1")
+    assert store.get_idempotency("alice", "k", scope="videos")[:2] == ("file-hash", "v1")
+    assert store.put_idempotency("alice", "k", "file-hash", "v2", scope="videos")[:2] == ("file-hash", "v1")
+    assert store.put_idempotency("alice", "k", "file-hash", "v2", scope="videos", replace=True) is None
+    assert store.get_idempotency("alice", "k", scope="videos")[:2] == ("file-hash", "v2")
+
+
+def test_version_1_file_migrates_with_its_idempotency_keys(tmp_path):
+    from serve_app.store import _SCHEMA_V1
+
+    raw = sqlite3.connect(tmp_path / "stylecast.db")
+    raw.executescript(_SCHEMA_V1)
+    raw.execute("INSERT INTO idempotency_keys (owner, key, request_hash, job_id, created_at) VALUES (?, ?, ?, ?, ?)",
+                ["alice", "k1", "h1", "j1", time.time()])
+    raw.execute("PRAGMA user_version = 1")
+    raw.commit()
+    raw.close()
+    with Store(tmp_path) as s:
+        assert s.schema_version() == SCHEMA_VERSION == 2
+        assert s.get_idempotency("alice", "k1")[:2] == ("h1", "j1")
+        assert s.get_idempotency("alice", "k1", scope="videos") is None
+
+
 def test_idempotency_default_now(store):
     store.put_idempotency("", "k", "h", "j")
     assert store.get_idempotency("", "k")[:2] == ("h", "j")
