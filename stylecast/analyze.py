@@ -175,7 +175,8 @@ def finish_analysis(
     """Shots, transitions, per-shot colour/motion and framing from a whole video's gathered features."""
     n = track.n_frames
     transitions = detect_transitions(track)
-    shots = shots_from_transitions(transitions, n, times_s=track.times_s)
+    # fps: a one-frame video's only shot still lasts one frame (no second timestamp to take a step from).
+    shots = shots_from_transitions(transitions, n, fps=track.fps, times_s=track.times_s)
     in_transition = np.zeros(n, bool)
     for t in transitions:
         if t.kind != "cut":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import traceback
@@ -66,24 +67,27 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
 
 
-def _check_writable(path: str | None, inputs: list[str], suffix: str | None = None) -> Path | None:
-    """Refuse an output path that is an input, a directory, or has the wrong type — before any work."""
-    if path is None:
-        return None
-    out = Path(path)
-    if suffix and out.suffix.lower() != suffix:
-        raise StylecastError(f"{out}: the output must be a {suffix} file")
-    for inp in inputs:
-        if Path(inp).resolve() == out.resolve():
-            raise StylecastError(f"{out}: the output would overwrite an input")
-    if out.exists() and out.is_dir():
-        raise StylecastError(f"{out}: is a directory")
-    return out
+MIN_CHUNK_S = 0.1
+
+
+def _chunk_seconds(text: str) -> float:
+    """A chunk length: finite and at least MIN_CHUNK_S (a render chunk is whole 2 s GOPs anyway)."""
+    value = _positive_float(text)
+    if value < MIN_CHUNK_S:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_CHUNK_S} s, got {text}")
+    return value
+
+
+def _check_writable(path: str | None, others: list[str], suffix: str | None = None) -> Path | None:
+    """Refuse an output path that is an input, a directory, unwritable or of the wrong type — before any work."""
+    from stylecast.media.encode import check_output_path
+
+    return None if path is None else check_output_path(path, [o for o in others if o is not None], suffix)
 
 
 def _check_output(path: str, inputs: list[str]) -> Path:
@@ -369,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def chunk_arg(p):
-        p.add_argument("--chunk-seconds", type=_positive_float, default=None, metavar="S",
+        p.add_argument("--chunk-seconds", type=_chunk_seconds, default=None, metavar="S",
                        help="split videos into time chunks of S seconds (default: one chunk per worker in this "
                             "process, 2 s on Ray)")
         p.add_argument("--workers", type=_positive_int, default=None, metavar="N",
@@ -438,9 +442,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``timeout``, a container stopping): unwinds like Ctrl-C, so every ``finally`` removes
+    its temporary files, and the command exits 143."""
+
+
+def _raise_terminated(signum, frame) -> None:  # noqa: ARG001
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    import signal
+    import threading
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if on_main_thread else None
+    try:
+        return _main(args)
+    finally:
+        if on_main_thread and previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args) -> int:
     try:
         return int(args.func(args) or 0)
     except StylecastError as exc:
@@ -448,9 +474,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         print(f"stylecast: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except KeyboardInterrupt:
-        print("stylecast: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        print("stylecast: terminated" if isinstance(exc, Terminated) else "stylecast: interrupted", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
     except BrokenPipeError:
         # The reader went away (e.g. `stylecast analyze X | head`): not an error worth a message.
         import os

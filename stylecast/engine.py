@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from stylecast.analyze import AnalysisJob, VideoAnalysis, analyze_file, analyze_files
 from stylecast.errors import MediaError, OptionsError
+from stylecast.media.encode import check_output_path
 from stylecast.media.probe import probe
 from stylecast.options import Options, format_validation_error
 from stylecast.plan import RenderPlan, build_plan
@@ -38,9 +39,11 @@ class RunResult:
 def load_style(path: str | Path) -> StyleJSON:
     """Read and validate a StyleJSON file; raises `OptionsError` with a one-line reason."""
     try:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise OptionsError(f"cannot read style file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise OptionsError(f"{path}: not a StyleJSON file (not UTF-8 JSON text)") from None
     try:
         return StyleJSON.model_validate_json(text)
     except ValidationError as exc:
@@ -73,6 +76,7 @@ def apply(
     """Render ``source`` (a path, or its analysis) in ``style``.  ``workers``: threads (default: one per core)."""
     options = options or Options()
     workers = workers or available_cores()
+    check_output_path(out_path, [source.probe.path if isinstance(source, VideoAnalysis) else source])
     analysis = source if isinstance(source, VideoAnalysis) else analyze_file(
         source, chunk_seconds=chunk_seconds, progress=progress, motion=False, workers=workers)
     out = output_spec(analysis, style, options)
@@ -103,6 +107,9 @@ def run(
     """
     options = options or Options()
     workers = workers or available_cores()
+    check_output_path(out_path, [source, template])
+    if style_json_path:
+        check_output_path(style_json_path, [source, template, out_path])
     infos = [probe(path) for path in (source, template)]
     timings: dict[str, float] = {}
     t = time.perf_counter()

@@ -64,9 +64,11 @@ def parse_options(value: str | dict | None) -> Options:
         text = value
         if value.startswith("@"):
             try:
-                text = Path(value[1:]).read_text()
+                text = Path(value[1:]).read_text(encoding="utf-8")
             except OSError as exc:
                 raise OptionsError(f"cannot read options file {value[1:]}: {exc.strerror}") from None
+            except UnicodeDecodeError:
+                raise OptionsError(f"options file {value[1:]} is not a UTF-8 JSON file") from None
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -22,6 +22,7 @@ from kernels.render import affine_for
 from stylecast.analysis.motion import STATIC_SPEED
 from stylecast.analyze import VideoAnalysis
 from stylecast.color import ColorTransfer, apply_transfer_lab, fit_transfer, merge_stats
+from stylecast.errors import OptionsError
 from stylecast.options import Options
 from stylecast.style import MotionParams, StyleJSON
 from stylecast.synth_video import shake_offsets
@@ -214,15 +215,27 @@ def layer_affine(plan: RenderPlan, layer: Layer, src_size: tuple[int, int]) -> n
 
 
 # =================================================================================================== building
+# px: what output.width / output.height accept (stylecast.options), and so what a side derived from one gets
+MIN_OUTPUT_SIDE = 16
+MAX_OUTPUT_SIDE = {"width": 7680, "height": 4320}
+
+
 def output_spec(source: VideoAnalysis, style: StyleJSON | None, options: Options) -> OutputSpec:
     p = source.probe
     o = options.output
     if o.width and o.height:
         w, h = o.width, o.height
-    elif o.width:
-        w, h = o.width, int(round(o.width / p.display_aspect / 2)) * 2
-    elif o.height:
-        w, h = int(round(o.height * p.display_aspect / 2)) * 2, o.height
+    elif o.width or o.height:
+        if o.width:
+            w, h = o.width, int(round(o.width / p.display_aspect / 2)) * 2
+        else:
+            w, h = int(round(o.height * p.display_aspect / 2)) * 2, o.height
+        given, other = ("width", "height") if o.width else ("height", "width")
+        derived = h if o.width else w
+        if not MIN_OUTPUT_SIDE <= derived <= MAX_OUTPUT_SIDE[other]:
+            raise OptionsError(f"output.{given} {getattr(o, given)} makes the {other} {derived} px (outside "
+                               f"{MIN_OUTPUT_SIDE}..{MAX_OUTPUT_SIDE[other]}) for this "
+                               f"{p.display_width}x{p.display_height} source; set output.{other} too")
     else:
         w, h = p.display_width, p.display_height
     fps = o.fps or (p.fps if not p.is_vfr else round(p.fps))
@@ -517,10 +530,12 @@ def build_plan(
     src_size = decode_size or (p.display_width, p.display_height)
     limit = min(p.duration_s, options.max_duration_s or math.inf)
 
-    use_pacing = options.transfer.pacing and style is not None and style.pacing is not None
-    if use_pacing and len(style.pacing.shot_lengths_s) >= 2:
-        pieces = _recut(source, style, limit, options.seed)
-    else:
+    use_pacing = options.transfer.pacing and style is not None and style.pacing is not None \
+        and len(style.pacing.shot_lengths_s) >= 2
+    # A source too short to re-cut (no piece of MIN_SEGMENT_S fits) keeps its own timeline.
+    pieces = _recut(source, style, limit, options.seed) if use_pacing else []
+    use_pacing = bool(pieces)
+    if not use_pacing:
         # Keep the source's timeline frame for frame: one segment per source shot, up to the limit.
         pieces = [(i, s.start_s, min(s.end_s, limit) - s.start_s) for i, s in enumerate(source.shots)
                   if s.start_s < limit - 1e-9]
@@ -535,6 +550,9 @@ def build_plan(
     if not use_pacing and not p.is_vfr and abs(fps - p.fps) < 1e-6:
         # Frame for frame: the output has exactly the source's frames (bounded by the limit).
         bounds[-1] = min(p.frame_count, int(round(limit * fps)))
+    if options.max_duration_s is not None:  # a cap is never exceeded, not even by part of a frame
+        cap = int(math.floor(options.max_duration_s * fps + 1e-6))
+        bounds = [min(b, cap) for b in bounds]
     frames_per = [b - a for a, b in zip(bounds, bounds[1:])]
     keep = [i for i, f in enumerate(frames_per) if f > 0]
     pieces = [pieces[i] for i in keep]
@@ -567,10 +585,19 @@ def build_plan(
             transition_in=transitions[j],
         ))
     out.frame_count = ends[-1] if ends else 0
+    if out.frame_count == 0:
+        raise OptionsError(_no_frames_reason(p, options, fps))
     return RenderPlan(
         source_path=p.path, source_fps=p.fps, source_display_size=(p.display_width, p.display_height),
         output=out, colors=colors, segments=segments, audio=_audio_plan(source, style, options, segments, fps),
     )
+
+
+def _no_frames_reason(p, options: Options, fps: float) -> str:
+    frame = f"one output frame ({1.0 / fps:.3g} s at {fps:g} fps)"
+    if options.max_duration_s is not None and options.max_duration_s * fps < 1.0:
+        return f"max_duration_s {options.max_duration_s:g} is shorter than {frame}"
+    return f"the output would have no frames: the source's {p.duration_s:.3g} s is shorter than {frame}"
 
 
 def _audio_plan(source: VideoAnalysis, style: StyleJSON | None, options: Options, segments: list[Segment],

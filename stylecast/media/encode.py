@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import platform
+import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
@@ -74,6 +75,31 @@ def fps_fraction(fps: float) -> Fraction:
         if num > 0 and abs(num / den - fps) < 1e-4 * fps:
             return Fraction(num, den)
     return Fraction(fps).limit_denominator(1001)
+
+
+def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffix: str | None = None) -> Path:
+    """Refuse, before any work, an output path that cannot be written or would overwrite ``others`` (the
+    inputs, and the command's other outputs); ``suffix``: the file type it must have (e.g. ``".mp4"``).
+
+    The folder is created if missing, and a temporary file is made and removed in it: that is the one test
+    that holds for every reason a write can fail (read-only mounts, /proc, a file where a folder should be).
+    """
+    out = Path(path)
+    if suffix and out.suffix.lower() != suffix:
+        raise MediaError(f"{out}: the output must be a {suffix} file")
+    for other in others:
+        if Path(other).resolve() == out.resolve():
+            raise MediaError(f"{out}: the output would overwrite {other}")
+    if out.is_dir():
+        raise MediaError(f"{out}: is a directory")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        where = exc.filename or out.parent
+        raise MediaError(f"cannot write {out}: {where}: {exc.strerror or type(exc).__name__}") from None
+    return out
 
 
 @contextlib.contextmanager

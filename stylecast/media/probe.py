@@ -71,6 +71,8 @@ def probe(path: str | Path) -> ProbeInfo:
     path = Path(path)
     if not path.exists():
         raise MediaError(f"{path}: no such file")
+    if path.is_dir():
+        raise MediaError(f"{path}: is a directory, not a video file")
     size = path.stat().st_size
     if size == 0:
         raise MediaError(f"{path.name}: the file is empty (0 bytes)")
