@@ -28,7 +28,7 @@ from typing import IO, Sequence
 
 import cv2
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 __all__ = [
     "QUANTILE_LEVELS",
@@ -182,7 +182,7 @@ class ColorStats(BaseModel):
         (darkest first); per band ``[median L*, mean a*, mean b*]``. Empty when unknown.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     mean: list[float] = Field(min_length=3, max_length=3)
     cov: list[list[float]]
@@ -194,6 +194,14 @@ class ColorStats(BaseModel):
     saturation_mean: float
     chroma_percentiles: dict[str, float]
     chroma_by_luma: list[list[float]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ColorStats:
+        _check_shape("cov", self.cov, 3, 3)
+        _check_shape("quantiles", self.quantiles, 3, len(self.quantile_levels))
+        if self.chroma_by_luma:
+            _check_shape("chroma_by_luma", self.chroma_by_luma, len(self.chroma_by_luma), 3)
+        return self
 
     def mean_array(self) -> np.ndarray:
         return np.asarray(self.mean, dtype=np.float64)
@@ -377,6 +385,11 @@ def merge_stats(stats: Sequence[ColorStats]) -> ColorStats:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def _check_shape(name: str, rows: list[list[float]], n_rows: int, n_cols: int) -> None:
+    if len(rows) != n_rows or any(len(r) != n_cols for r in rows):
+        raise ValueError(f"{name} must be {n_rows} rows of {n_cols} values")
+
+
 class ToneCurve(BaseModel):
     """A monotone 1-D curve: PCHIP through knots ``(x, y)``, linear beyond them.
 
@@ -388,12 +401,21 @@ class ToneCurve(BaseModel):
         Slopes of the linear extrapolation below ``x[0]`` / above ``x[-1]``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     x: list[float]
     y: list[float]
     slope_low: float = 1.0
     slope_high: float = 1.0
+
+    @model_validator(mode="after")
+    def _knots(self) -> ToneCurve:
+        if len(self.x) != len(self.y) or len(self.x) < 2:
+            raise ValueError(f"x and y must be two equally long lists of at least 2 knots, got {len(self.x)} "
+                             f"and {len(self.y)}")
+        if any(b <= a for a, b in zip(self.x, self.x[1:])):
+            raise ValueError("x must be strictly increasing")
+        return self
 
 
 class ColorTransfer(BaseModel):
@@ -422,7 +444,7 @@ class ColorTransfer(BaseModel):
         cast_ab)`` (constant beyond the ends). Empty = none.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     color: bool = True
     tone: bool = True
@@ -434,6 +456,17 @@ class ColorTransfer(BaseModel):
     curves: list[ToneCurve | None] = Field(default_factory=lambda: [None, None, None])
     cast_luma: list[float] = Field(default_factory=list)
     cast_ab: list[list[float]] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> ColorTransfer:
+        for name in ("src_mean", "dst_mean"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name} must have 3 values, got {len(getattr(self, name))}")
+        _check_shape("matrix", self.matrix, 3, 3)
+        if len(self.curves) != 3:
+            raise ValueError(f"curves must have 3 entries (L*, a*, b*; null for none), got {len(self.curves)}")
+        _check_shape("cast_ab", self.cast_ab, len(self.cast_luma), 2)
+        return self
 
     @property
     def effective_strength(self) -> float:

@@ -11,10 +11,10 @@ import base64
 import datetime as _dt
 import math
 from collections.abc import Callable
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stylecast import __version__
 from stylecast.color import ColorStats, ColorTransfer, fit_transfer, merge_stats, neutral_reference_stats, transfer_lut
@@ -26,7 +26,14 @@ TRANSITION_KINDS = ("cut", "fade", "dissolve")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown fields and NaN/±Infinity (which JSON parsers accept) are errors, not values to render with.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+Fraction01 = Annotated[float, Field(ge=0.0, le=1.0)]
+NonNegative = Annotated[float, Field(ge=0.0)]
+MotionKind = Literal[MOTION_KINDS]  # type: ignore[valid-type]
+TransitionKind = Literal[TRANSITION_KINDS]  # type: ignore[valid-type]
 
 
 # --------------------------------------------------------------------------------------------------- meta
@@ -103,8 +110,8 @@ class RateWindow(_Model):
 
 
 class PacingGroup(_Model):
-    cut_times_s: list[float] = Field(description="shot boundaries (middle of gradual transitions), seconds")
-    shot_lengths_s: list[float]
+    cut_times_s: list[NonNegative] = Field(description="shot boundaries (middle of gradual transitions), seconds")
+    shot_lengths_s: list[NonNegative]
     shot_length: ShotLengthStats
     cuts_per_minute: float
     cuts_per_minute_timeline: list[RateWindow]
@@ -116,15 +123,16 @@ class PacingGroup(_Model):
 class TransitionItem(_Model):
     time_s: float
     kind: Literal["cut", "fade", "dissolve"]
-    duration_s: float
+    duration_s: NonNegative
     color: Literal["black", "white"] | None = Field(None, description="for fades: the colour faded through")
 
 
 class TransitionsGroup(_Model):
     items: list[TransitionItem]
-    counts: dict[str, int]
-    fractions: dict[str, float] = Field(description="share of each kind among all transitions")
-    median_duration_s: dict[str, float] = Field(description="per gradual kind that occurs")
+    counts: dict[TransitionKind, Annotated[int, Field(ge=0)]]
+    fractions: dict[TransitionKind, Fraction01] = Field(description="share of each kind among all transitions")
+    median_duration_s: dict[Literal["fade", "dissolve"], NonNegative] = Field(
+        description="per gradual kind that occurs")
     fade_color: Literal["black", "white"] = "black"
 
 
@@ -132,7 +140,7 @@ class TransitionsGroup(_Model):
 class MotionParams(_Model):
     """Camera motion of one shot (or typical of one kind).  Units as in `stylecast.analysis.motion`."""
 
-    kind: Literal[MOTION_KINDS]  # type: ignore[valid-type]
+    kind: MotionKind
     pan_x: float = Field(description="fraction of frame width per second, + = camera turns right")
     pan_y: float = Field(description="fraction of frame height per second, + = camera tilts up")
     zoom_rate: float = Field(description="d(ln scale)/dt per second, + = zoom in")
@@ -150,8 +158,15 @@ class MotionShot(_Model):
 
 class MotionGroup(_Model):
     shots: list[MotionShot]
-    kind_fractions: dict[str, float] = Field(description="share of template time per motion kind")
-    typical: dict[str, MotionParams] = Field(description="per kind that occurs: median parameters")
+    kind_fractions: dict[MotionKind, Fraction01] = Field(description="share of template time per motion kind")
+    typical: dict[MotionKind, MotionParams] = Field(description="per kind that occurs: median parameters")
+
+    @model_validator(mode="after")
+    def _typical_for_every_kind(self) -> MotionGroup:
+        missing = sorted(k for k, share in self.kind_fractions.items() if share > 0 and k not in self.typical)
+        if missing:
+            raise ValueError(f"typical has no parameters for kind(s) {', '.join(missing)} of kind_fractions")
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- audio
@@ -165,10 +180,16 @@ class AudioGroup(_Model):
 
 # --------------------------------------------------------------------------------------------------- framing
 class Letterbox(_Model):
-    top: float = Field(description="fraction of the height that is a black bar")
-    bottom: float
-    left: float = Field(description="fraction of the width")
-    right: float
+    top: float = Field(ge=0.0, le=0.5, description="fraction of the height that is a black bar")
+    bottom: float = Field(ge=0.0, le=0.5)
+    left: float = Field(ge=0.0, le=0.5, description="fraction of the width")
+    right: float = Field(ge=0.0, le=0.5)
+
+    @model_validator(mode="after")
+    def _leaves_a_picture(self) -> Letterbox:
+        if self.top + self.bottom >= 1.0 or self.left + self.right >= 1.0:
+            raise ValueError("the bars cover the whole frame")
+        return self
 
 
 class FramingGroup(_Model):
@@ -182,7 +203,7 @@ class FramingGroup(_Model):
 class StyleJSON(_Model):
     """A template's editing style.  ``null`` groups are explained in ``meta.failures``."""
 
-    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    schema_version: Literal["1.0"] = Field(description="required: the version this document follows")
     meta: Meta
     color: ColorGroup | None
     tone: ToneGroup | None
@@ -342,4 +363,4 @@ def extract_style(analysis) -> StyleJSON:
         confidence=confidence,
         failures=failures,
     )
-    return StyleJSON(meta=meta, **groups)
+    return StyleJSON(schema_version=SCHEMA_VERSION, meta=meta, **groups)

@@ -274,6 +274,16 @@ def _style_variant(extracted, tmp_path: Path, name: str, mutate) -> Path:
     ("wrong-type", ["bad_style.json", "StyleJSON", "meta"]),
     ("not-json", ["bad_style.json", "StyleJSON"]),
     ("missing-file", ["bad_style.json"]),
+    ("missing-version", ["bad_style.json", "schema_version"]),
+    ("bars-cover-the-frame", ["bad_style.json", "framing.letterbox", "whole frame"]),
+    ("negative-bar", ["bad_style.json", "framing.letterbox.top"]),
+    ("nan", ["bad_style.json", "framing.display_aspect"]),
+    ("unknown-motion-kind", ["bad_style.json", "motion.kind_fractions", "spin"]),
+    ("kind-without-typical", ["bad_style.json", "motion", "typical", "rotate"]),
+    ("unknown-transition-kind", ["bad_style.json", "transitions.fractions", "wipe"]),
+    ("ragged-cov", ["bad_style.json", "color.template", "cov"]),
+    ("short-quantiles", ["bad_style.json", "color.shots", "quantiles"]),
+    ("binary", ["bad_style.json", "not a StyleJSON file"]),
 ])
 def test_invalid_style_file_is_refused(case, words, extracted, src, tmp_path, capsys):
     def mutate(doc):
@@ -287,11 +297,34 @@ def test_invalid_style_file_is_refused(case, words, extracted, src, tmp_path, ca
             doc["meta"] = "hello"
         elif case == "not-json":
             return "{ this is not json"
+        elif case == "missing-version":
+            del doc["schema_version"]
+        elif case == "bars-cover-the-frame":
+            doc["framing"]["letterbox"].update(top=0.5, bottom=0.5)
+        elif case == "negative-bar":
+            doc["framing"]["letterbox"]["top"] = -0.5
+        elif case == "nan":
+            doc["framing"]["display_aspect"] = float("nan")  # json.dumps writes NaN, which JSON parsers take
+        elif case == "unknown-motion-kind":
+            doc["motion"]["kind_fractions"]["spin"] = 0.5
+        elif case == "kind-without-typical":
+            doc["motion"]["typical"].pop("rotate", None)
+            doc["motion"]["kind_fractions"]["rotate"] = 0.1
+        elif case == "unknown-transition-kind":
+            doc["transitions"]["fractions"]["wipe"] = 1.0
+        elif case == "ragged-cov":
+            doc["color"]["template"]["cov"][2] = [1.0, 2.0]
+        elif case == "short-quantiles":
+            doc["color"]["shots"][0]["quantiles"][0] = doc["color"]["shots"][0]["quantiles"][0][:5]
+        elif case == "binary":
+            return "placeholder"  # replaced below by bytes that are not UTF-8
         return None
 
     style = _style_variant(extracted, tmp_path, "bad_style.json", mutate)
     if case == "missing-file":
         style.unlink()
+    elif case == "binary":
+        style.write_bytes(b"\xff\xfe\x00binary")
     out_dir = tmp_path / "out"
     rc, stdout, err = call(capsys, "apply", src.path, "--style", style, "-o", out_dir / "o.mp4")
     assert rc == 1 and stdout == ""
