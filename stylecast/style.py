@@ -110,7 +110,7 @@ class RateWindow(_Model):
 
 
 class PacingGroup(_Model):
-    cut_times_s: list[NonNegative] = Field(description="shot boundaries (middle of gradual transitions), seconds")
+    cut_times_s: list[float] = Field(description="shot boundaries (middle of gradual transitions), seconds")
     shot_lengths_s: list[NonNegative]
     shot_length: ShotLengthStats
     cuts_per_minute: float
@@ -301,9 +301,11 @@ def extract_motion(analysis) -> tuple[MotionGroup, float]:
         for s in analysis.shots
     ]
     total = sum(s.end_s - s.start_s for s in shots) or 1.0
-    fractions: dict[str, float] = {}
+    seconds: dict[str, float] = {}
     for s in shots:
-        fractions[s.motion.kind] = fractions.get(s.motion.kind, 0.0) + (s.end_s - s.start_s) / total
+        seconds[s.motion.kind] = seconds.get(s.motion.kind, 0.0) + (s.end_s - s.start_s)
+    # Time per kind over the total (not a sum of per-shot shares, which can round to just above 1).
+    fractions = {kind: min(1.0, t / total) for kind, t in seconds.items()}
     typical = {}
     for kind in fractions:
         members = [s.motion for s in shots if s.motion.kind == kind]

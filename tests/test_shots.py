@@ -193,6 +193,10 @@ def test_letterbox(canvases):
     frames[10:14] = 0  # a black frame inside must not matter
     assert shots.detect_letterbox(_track(frames)) == (22, 22, 12, 12)
     assert shots.detect_letterbox(_track(content)) == (0, 0, 0, 0)
+    # a dark picture with a bright strip near the bottom (a night shot, a fade-in) is not a letterbox
+    dark = rng.integers(0, 6, size=(30, H, W, 3)).astype(np.uint8)
+    dark[:, H - 30 : H - 10] = content[:, H - 30 : H - 10]
+    assert shots.detect_letterbox(_track(dark)) == (0, 0, 0, 0)
 
 
 def test_shots_from_transitions_and_models():

@@ -715,8 +715,10 @@ def detect_letterbox(
 
     A row (column) is a bar row if, in at least ``min_fraction`` of the frames, its mean 8-bit
     luma is <= ``black_mean`` and its max <= ``black_max`` (0..255). Bars are the runs of such
-    rows from each edge. Frames that are entirely black (fades) say nothing and are skipped. If
-    bars would cover the whole frame (an all-black video) nothing is reported.
+    rows from each edge. Frames that are entirely black (fades) say nothing and are skipped. Bars
+    that would leave less than half of a side as picture are not reported on that side: that is a
+    dark picture with a few bright lines (a night shot, the first second of a fade-in), not a
+    letterbox (the widest in use, 2.76:1 in 16:9, leaves 64%).
     """
     height, width = track.frame_size
     informative = ~(
@@ -738,8 +740,8 @@ def detect_letterbox(
 
     top, bottom = run(rows), run(rows[::-1])
     left, right = run(cols), run(cols[::-1])
-    if top + bottom >= height:
+    if 2 * (top + bottom) > height:
         top = bottom = 0
-    if left + right >= width:
+    if 2 * (left + right) > width:
         left = right = 0
     return top, bottom, left, right
