@@ -15,7 +15,7 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 class TransferOptions(BaseModel):
     """Which parts of the template's style to apply.  Everything is on by default."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     color: bool = Field(True, description="chroma: the template's colour balance and palette (a*, b*)")
     tone: bool = Field(True, description="lightness: the template's contrast curve and exposure (L*)")
@@ -29,7 +29,7 @@ class TransferOptions(BaseModel):
 class OutputOptions(BaseModel):
     """Output encoding.  Width/height default to the source's display size; fps to the source's rate."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     width: int | None = Field(None, ge=16, le=7680, description="pixels; rounded down to even")
     height: int | None = Field(None, ge=16, le=4320, description="pixels; rounded down to even")
@@ -39,7 +39,7 @@ class OutputOptions(BaseModel):
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     transfer: TransferOptions = Field(default_factory=TransferOptions)
     strength: float = Field(1.0, ge=0.0, le=1.0, description="0 = keep the source's look, 1 = the template's look")

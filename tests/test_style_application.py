@@ -109,6 +109,11 @@ def test_options_are_strict():
         parse_options({"output": {"preset": "warp9"}})
     opts = parse_options({"output": {"width": 641}, "max_duration_s": 3})
     assert opts.output.width == 640 and opts.max_duration_s == 3
+    # no coercion of look-alikes: "off" is not false, "3" is not 3, true is not a strength
+    for bad, field in (('{"transfer": {"color": "off"}}', "transfer.color"), ('{"seed": "3"}', "seed"),
+                       ('{"strength": true}', "strength"), ('{"output": {"width": "640"}}', "output.width")):
+        with pytest.raises(OptionsError, match=field):
+            parse_options(bad)
 
 
 def test_max_duration_and_output_size(tmp_path, source_clip, moving_job):
