@@ -99,6 +99,13 @@ def files(tmp_path_factory) -> dict[str, Path]:
     f["concealed"] = d / "damaged_keyframe.mp4"
     f["concealed"].write_bytes(_overwrite(data, key[0] + 512, key[1] - 600, seed=1))
     f["missing"] = d / "does_not_exist.mp4"
+    # Audio with cover art: its only video stream is one attached picture (made by ffmpeg: PyAV cannot mark it).
+    import imageio_ffmpeg
+
+    f["cover_art"] = d / "song_with_cover.m4a"
+    subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y", "-i", str(f["audio_only"]), "-f", "lavfi",
+                    "-i", "color=red:s=64x64", "-frames:v", "1", "-map", "0:a", "-map", "1:v", "-c:a", "copy",
+                    "-c:v", "png", "-disposition:v", "attached_pic", str(f["cover_art"])], check=True)
     return f
 
 
@@ -111,6 +118,7 @@ PROBLEM_WORDS = {
     "audio_only": ["audio-only", "no video"],
     "undecodable": ["undecodable", "damaged", "does not decode", "corrupt"],
     "missing": ["no such file", "not found", "does not exist"],
+    "cover_art": ["cover picture"],
     "concealed": ["undecodable", "damaged", "does not decode", "corrupt"],
 }
 

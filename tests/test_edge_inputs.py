@@ -95,6 +95,14 @@ def test_unwritable_output_paths_are_refused_before_any_work(clips, tmp_path, wh
     assert main(["-q", "run", str(clips["src"]), str(clips["tpl"]), "-o", str(out)]) == 1
 
 
+def test_an_output_path_naming_a_folder_is_refused(clips, tmp_path, capsys):
+    from stylecast.cli import main
+
+    assert main(["-q", "run", str(clips["src"]), str(clips["tpl"]), "-o", f"{tmp_path}/new.mp4/"]) == 1
+    assert "names a folder" in capsys.readouterr().err
+    assert not (tmp_path / "new.mp4").exists()
+
+
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_a_stopped_run_leaves_no_files_behind(clips, tmp_path, sig):
     """Killed while rendering (once its first segment file exists), the command removes what it wrote."""

@@ -84,6 +84,8 @@ def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffi
     The folder is created if missing, and a temporary file is made and removed in it: that is the one test
     that holds for every reason a write can fail (read-only mounts, /proc, a file where a folder should be).
     """
+    if isinstance(path, str) and path.endswith(("/", os.sep)):  # Path() would drop the slash
+        raise MediaError(f"{path}: names a folder; give the output file's name")
     out = Path(path)
     if suffix and out.suffix.lower() != suffix:
         raise MediaError(f"{out}: the output must be a {suffix} file")

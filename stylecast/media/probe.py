@@ -123,6 +123,9 @@ def _probe_open(container: av.container.InputContainer, path: Path, size: int) -
     if not container.streams.video:
         kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
         raise MediaError(f"{path.name}: {kind}; a video stream is required")
+    if all(s.disposition & av.stream.Disposition.attached_pic for s in container.streams.video):
+        raise MediaError(f"{path.name}: an audio file with a cover picture, not a video; a video stream is "
+                         "required")
     stream = container.streams.video[0]
     cc = stream.codec_context
     if cc.width <= 0 or cc.height <= 0:
