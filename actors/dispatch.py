@@ -8,6 +8,7 @@ job that is already running speeds up when a node joins.
 """
 from __future__ import annotations
 
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Hashable
@@ -21,6 +22,7 @@ from stylecast.errors import CancelledError, StylecastError
 
 MAX_ATTEMPTS = 3  # per chunk, counting only attempts lost to dead workers or nodes
 START_TIMEOUT_S = 120.0  # a pool with no worker that starts within this long fails the job
+STOP_WAIT_S = 10.0  # after a cancel or a failure, how long in-flight chunks get to notice the flag and stop
 
 _LOST = (RayActorError,)
 try:  # not every Ray version has all of these
@@ -35,63 +37,85 @@ class ChunkFailed(StylecastError):
     """A chunk could not be processed (its workers kept dying)."""
 
 
-def live_cpus() -> float:
-    return sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in ray.nodes() if n.get("Alive"))
+def live_cpus(nodes: list[dict] | None = None) -> float:
+    nodes = ray.nodes() if nodes is None else nodes
+    return sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes if n.get("Alive"))
 
 
 @dataclass
 class ActorPool:
-    """Chunk-worker actors of one class, one per live CPU, spread over nodes."""
+    """Chunk-worker actors of one class, one per live CPU, spread over nodes.
+
+    Safe to share between jobs running in threads (the JobManager's): every change is under one lock.
+    """
 
     actor_cls: Any
     per_cpu: float = 1.0
     max_size: int | None = None
     ready: list = field(default_factory=list)
     starting: dict = field(default_factory=dict)  # ping ref -> actor
+    node_of: dict = field(default_factory=dict)  # actor id -> node id
     _last_refresh: float = 0.0
+    _lock: threading.RLock = field(default_factory=threading.RLock)
 
-    def target(self) -> int:
-        n = max(1, int(live_cpus() * self.per_cpu + 1e-9))
+    def target(self, nodes: list[dict] | None = None) -> int:
+        n = max(1, int(live_cpus(nodes) * self.per_cpu + 1e-9))
         return min(n, self.max_size) if self.max_size else n
 
     def refresh(self, force: bool = False) -> list:
-        """Start actors up to the target size; return actors that became ready since the last call."""
-        now = time.monotonic()
-        if force or now - self._last_refresh > 1.0:
-            self._last_refresh = now
-            missing = self.target() - len(self.ready) - len(self.starting)
-            for _ in range(max(0, missing)):
-                actor = self.actor_cls.options(scheduling_strategy="SPREAD").remote()
-                self.starting[actor.ping.remote()] = actor
-        fresh = []
-        if self.starting:
-            done, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
-            for ref in done:
-                actor = self.starting.pop(ref)
-                try:
-                    ray.get(ref)
-                except Exception:  # noqa: BLE001 - an actor that failed to start is dropped
-                    continue
-                self.ready.append(actor)
-                fresh.append(actor)
-        return fresh
+        """Drop the actors of nodes that are gone, start actors up to the target size; return actors that
+        became ready since the last call."""
+        with self._lock:
+            now = time.monotonic()
+            if force or now - self._last_refresh > 1.0:
+                self._last_refresh = now
+                nodes = ray.nodes()
+                alive = {n.get("NodeID") for n in nodes if n.get("Alive")}
+                # A node removed while its actors sat idle leaves them dead in the pool: they would take
+                # chunks only to lose them, and would hold the places of workers on the nodes that replaced it.
+                for actor in [a for a in self.ready if self.node_of.get(a._actor_id.hex()) not in alive]:
+                    self.discard(actor)
+                missing = self.target(nodes) - len(self.ready) - len(self.starting)
+                for _ in range(max(0, missing)):
+                    actor = self.actor_cls.options(scheduling_strategy="SPREAD").remote()
+                    self.starting[actor.ping.remote()] = actor
+            fresh = []
+            if self.starting:
+                done, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+                for ref in done:
+                    actor = self.starting.pop(ref, None)
+                    if actor is None:
+                        continue
+                    try:
+                        node = ray.get(ref)
+                    except Exception:  # noqa: BLE001 - an actor that failed to start is dropped
+                        continue
+                    self.node_of[actor._actor_id.hex()] = node
+                    self.ready.append(actor)
+                    fresh.append(actor)
+            return fresh
 
     def discard(self, actor) -> None:
-        if actor in self.ready:
-            self.ready.remove(actor)
+        with self._lock:
+            if actor in self.ready:
+                self.ready.remove(actor)
+            self.node_of.pop(actor._actor_id.hex(), None)
         try:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
 
     def shutdown(self) -> None:
-        for actor in list(self.ready) + list(self.starting.values()):
+        with self._lock:
+            actors = list(self.ready) + list(self.starting.values())
+            self.ready.clear()
+            self.starting.clear()
+            self.node_of.clear()
+        for actor in actors:
             try:
                 ray.kill(actor, no_restart=True)
             except Exception:  # noqa: BLE001
                 pass
-        self.ready.clear()
-        self.starting.clear()
 
 
 def run_chunks(
@@ -109,8 +133,8 @@ def run_chunks(
     """
     pending = deque(tasks)
     in_flight: dict = {}
-    idle = list(pool.ready) + pool.refresh(force=True)
-    idle = list(dict.fromkeys(idle))
+    pool.refresh(force=True)  # first: it drops the actors of nodes that have gone
+    idle = list(pool.ready)
     attempts: dict = {}
     results: dict = {}
     waiting_since = time.monotonic()
@@ -123,12 +147,17 @@ def run_chunks(
                 ray.cancel(ref)
             except Exception:  # noqa: BLE001
                 pass
+        # ray.cancel does not interrupt a running actor task: the chunks stop when they see the job's flag
+        # (on_cancel sets it).  Wait for that, so the flag outlives them and the workers are free when we return.
+        if in_flight:
+            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=STOP_WAIT_S)
 
     while pending or in_flight:
         if should_stop is not None and should_stop():
             cancel_all()
             raise CancelledError("cancelled")
         idle.extend(a for a in pool.refresh() if a not in idle)
+        idle = [a for a in idle if a in pool.ready]  # not the ones dropped with their node
         while pending and idle:
             actor = idle.pop(0)
             key, submit = pending.popleft()

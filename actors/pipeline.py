@@ -16,7 +16,7 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.dispatch import ActorPool, run_chunks
+from actors.dispatch import STOP_WAIT_S, ActorPool, ChunkFailed, run_chunks
 from actors.stages import AudioAnalyzer, CancelFlag, Renderer, StyleApplier, StyleExtractor, VideoAnalyzer
 from stylecast.analyze import split_ranges
 from stylecast.engine import write_json_atomic
@@ -55,8 +55,10 @@ class Pipeline:
         self.audio = AudioAnalyzer.remote()
         self.extractor = StyleExtractor.remote()
         self.applier = StyleApplier.remote()
-        # The joiner writes the output file, so it lives where the caller can read it.
-        self.joiner = Renderer.options(num_cpus=0, scheduling_strategy=local).remote()
+        # The joiner writes the output file, so it lives where the caller can read it; if its process dies it
+        # is restarted there and the join re-run (a join only reads segments and writes one temporary file).
+        self.joiner = Renderer.options(num_cpus=0, scheduling_strategy=local, max_restarts=-1,
+                                       max_task_retries=1).remote()
 
     def shutdown(self) -> None:
         self.analyzers.shutdown()
@@ -173,7 +175,15 @@ class Pipeline:
             seg_refs = [ray.put(segments[k][0]) for k in range(len(ranges))]
             del segments
             with atomic_output(out_path) as tmp:
-                self._get(self.joiner.join.remote(plan_ref, str(tmp), *seg_refs), should_stop)
+                join = self.joiner.join.remote(plan_ref, str(tmp), *seg_refs, cancel_flag=flag)
+                try:
+                    self._get(join, should_stop)
+                except CancelledError:
+                    # The joiner sees the flag and removes what it wrote; wait for that before atomic_output
+                    # cleans up, or the file would appear after the cleanup.
+                    flag.set.remote()
+                    ray.wait([join], timeout=STOP_WAIT_S)
+                    raise
             timings["rendering"] = time.perf_counter() - t
             return PipelineResult(out_path, style, plan, timings, nodes, work)
         finally:
@@ -185,11 +195,11 @@ class Pipeline:
     @staticmethod
     def _wait(ref, should_stop) -> None:
         while True:
+            if should_stop is not None and should_stop():  # first: a cancel may have come before this step
+                raise CancelledError("cancelled")
             ready, _ = ray.wait([ref], timeout=0.25)
             if ready:
                 return
-            if should_stop is not None and should_stop():
-                raise CancelledError("cancelled")
 
     def _get(self, ref, should_stop):
         self._wait(ref, should_stop)
@@ -200,6 +210,9 @@ class Pipeline:
             if isinstance(cause, Exception):
                 raise cause from None
             raise
+        except ray.exceptions.RayActorError as exc:  # one line for the user, not Ray's multi-line report
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ChunkFailed(f"a stage worker died and could not be restarted: {first}") from None
 
 
 def _analyze_task(path, t0, t1, info, flag, motion=True):

@@ -20,6 +20,9 @@ from stylecast.style import extract_style
 # Chunk workers take half a core each so that an analysis pool and a render pool fit side by side on every
 # node (the phases of a job hardly overlap, so each pool in practice gets the whole node).
 CHUNK_WORKER_CPUS = 0.5
+# How often a chunk worker asks its job's cancel flag (a round trip to one actor that every worker of the job
+# shares): well inside the 5 s a cancellation may take, and no cost per frame.
+FLAG_POLL_S = 0.2
 
 
 def _node_id() -> str:
@@ -41,17 +44,26 @@ class _Warm:
         return self.node_id
 
     @staticmethod
-    def _stopper(cancel_flag):
+    def _stopper(cancel_flag, every_s: float = FLAG_POLL_S):
+        """A should-stop callable for the stage functions: asks the job's flag at most every ``every_s``."""
         if cancel_flag is None:
             return None
+        state = {"next": 0.0, "stop": False}
 
         def should_stop() -> bool:
+            now = time.monotonic()
+            if state["stop"] or now < state["next"]:
+                return state["stop"]
             try:
-                return bool(ray.get(cancel_flag.is_set.remote(), timeout=10))
-            except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-                # The flag lives with the orchestrator; if it cannot be reached the orchestrator will not
-                # collect this result anyway, and a transient failure must not fail a healthy chunk.
-                return False
+                state["stop"] = bool(ray.get(cancel_flag.is_set.remote(), timeout=10))
+            except ray.exceptions.RayActorError:
+                # The flag dies with its job (the orchestrator kills it when the job ends, and it lives on the
+                # orchestrator's node): nobody will collect this result.
+                state["stop"] = True
+            except ray.exceptions.GetTimeoutError:
+                pass  # a slow answer must not fail a healthy chunk: ask again next time
+            state["next"] = time.monotonic() + every_s
+            return state["stop"]
 
         return should_stop
 
@@ -143,10 +155,12 @@ class Renderer(_Warm):
         finally:
             seg.unlink(missing_ok=True)
 
-    def join(self, plan, out_path: str, *segments: bytes) -> str:
+    def join(self, plan, out_path: str, *segments: bytes, cancel_flag=None) -> str:
+        from stylecast.errors import CancelledError
         from stylecast.media.encode import join_segments
         from stylecast.render import encode_plan_audio
 
+        stop = self._stopper(cancel_flag, every_s=0.0) or (lambda: False)
         work = Path(tempfile.mkdtemp(prefix="stylecast-join-", dir=str(Path(out_path).parent)))
         paths = []
         try:
@@ -155,7 +169,12 @@ class Renderer(_Warm):
                 p.write_bytes(data)
                 paths.append(p)
             audio = encode_plan_audio(plan, work / "audio.m4a", info=self._probe(plan.source_path))
+            if stop():
+                raise CancelledError("cancelled")
             join_segments(paths, out_path, audio_file=audio)
+            if stop():  # cancelled while joining: the caller has given the file up
+                Path(out_path).unlink(missing_ok=True)
+                raise CancelledError("cancelled")
         finally:
             for p in paths + [work / "audio.m4a"]:
                 p.unlink(missing_ok=True)
@@ -165,7 +184,8 @@ class Renderer(_Warm):
 
 @ray.remote(num_cpus=0)
 class CancelFlag:
-    """Set once to ask every worker of a job to stop; workers poll it every few frames."""
+    """Set once to ask every worker of a job to stop; workers ask it every FLAG_POLL_S seconds.  Killed when the
+    job ends: a worker that finds it gone stops too."""
 
     def __init__(self) -> None:
         self._set = False

@@ -161,3 +161,43 @@ def test_motion_off_job_does_not_analyse_template_motion_on_ray_or_locally(pipel
         assert result.output.exists()
     assert on_ray.style.pacing == local.style.pacing
     assert set(local.stage_seconds) == {"analysis", "style_extraction", "plan_and_render"}
+
+
+def test_cancel_during_the_join_leaves_no_file(pipeline, source_clip, template_clip, tmp_path):
+    """Cancelled once every segment is rendered, i.e. while the joiner writes the output."""
+    cancel = threading.Event()
+
+    def progress(stage, done, total):
+        if stage == "rendering" and total and done == total:
+            cancel.set()
+
+    with pytest.raises(CancelledError):
+        pipeline.run(source_clip.path, template_clip.path, tmp_path / "out.mp4",
+                     Options.model_validate({"max_duration_s": 2.0}), chunk_seconds=1.0, progress=progress,
+                     cancel=cancel)
+    assert cancel.is_set()
+    assert list(tmp_path.iterdir()) == []  # the joiner's temporary file is gone too
+
+
+def test_a_node_replaced_while_idle_gets_the_next_jobs_chunks(cluster, pipeline, source_clip, template_clip,
+                                                              tmp_path):
+    """Its pool actors die with the node between jobs: they are dropped, and the new node gets workers."""
+    c, workers = cluster
+    pipeline.run(source_clip.path, template_clip.path, tmp_path / "before.mp4",
+                 Options.model_validate({"max_duration_s": 2.0}), chunk_seconds=1.0)  # pools on both nodes
+    gone = workers[0]
+    c.remove_node(gone, allow_graceful=False)
+    workers[0] = c.add_node(num_cpus=1, object_store_memory=STORE)
+    c.wait_for_nodes()
+    result = pipeline.run(source_clip.path, template_clip.path, tmp_path / "after.mp4",
+                          Options.model_validate({"max_duration_s": 2.0}), chunk_seconds=1.0)
+    used = set(result.chunk_nodes["video_analysis"]) | set(result.chunk_nodes["rendering"])
+    assert gone.node_id not in used
+    assert workers[0].node_id in used
+
+
+def test_a_crashed_joiner_is_restarted_for_the_next_job(pipeline, source_clip, template_clip, tmp_path):
+    ray.kill(pipeline.joiner, no_restart=False)  # as if its process had died
+    result = pipeline.run(source_clip.path, template_clip.path, tmp_path / "o.mp4",
+                          Options.model_validate({"max_duration_s": 2.0}), chunk_seconds=1.0)
+    assert result.output.exists()
