@@ -84,12 +84,11 @@ def test_docker_image_matches_installed_ray(config):
 def test_head_and_worker_types_with_resources(config):
     head, worker = _node_types(config)
     for node in (head, worker):
-        res = node["resources"]
-        assert isinstance(res.get("CPU"), int) and res["CPU"] >= 1, res
         assert node["node_config"].get("InstanceType")
+    assert isinstance(worker["resources"].get("CPU"), int) and worker["resources"]["CPU"] >= 1, worker
     assert worker["resources"].get("stylecast_render", 0) >= 1
-    # Rendering never lands on the head.
-    assert "stylecast_render" not in head["resources"]
+    # No chunk worker lands on the head: they ask for CPU, and the head advertises none.
+    assert head["resources"].get("CPU") == 0 and "stylecast_render" not in head["resources"]
 
 
 def test_worker_autoscaling_bounds(config, prepared):
@@ -159,9 +158,17 @@ def test_worker_start_commands(prepared):
     assert 1 << 30 <= _object_store_bytes(args) <= 8 << 30
 
 
-def test_serve_line_is_present_but_commented_until_the_service_exists(config, raw_text):
-    assert re.search(r"^\s*#\s*- stylecast serve --address auto\s*$", raw_text, re.M)
-    assert not any("stylecast serve" in c for c in config["head_start_ray_commands"])
+def test_serve_line_deploys_the_service_config_without_blocking(config, raw_text):
+    """Commented (it needs a data dir chosen by the admin); uncommented it must return, or `ray up` hangs."""
+    line = re.search(r"^\s*#\s*- (serve run .*)$", raw_text, re.M)
+    assert line, "the commented serve line is missing"
+    words = line.group(1).split()
+    assert "--non-blocking" in words and "--address" in words
+    assert words[-1] == "~/stylecast/serve_app/serve_config.yaml"
+    serve_config = yaml.safe_load((REPO / "serve_app" / "serve_config.yaml").read_text())
+    app = serve_config["applications"][0]
+    assert app["import_path"] == "serve_app.deployment:app_builder" and app["args"]["data_dir"]
+    assert not any("serve" in c.split()[:1] for c in config["head_start_ray_commands"])
 
 
 # --- the validator really rejects broken configs ---------------------------------------
