@@ -6,10 +6,10 @@
 Benchmarks:
 
 - ``e2e``: a source with audio (1080p30, 20 s; 3 s with ``--quick``) generated here and a template.  The
-  colour-only ``stylecast run`` process (start-up included) alternated with ``ffmpeg lut3d`` (the .cube that
-  ``stylecast extract --cube`` wrote for the template) and with the plain ``ffmpeg`` x264 transcode floor, then
-  the full style job (per-stage ``stage_seconds``); peak RSS of each job's whole process tree sampled every
-  100 ms from /proc.
+  colour-only ``stylecast run`` process (start-up included) alternated with the full style job (per-stage
+  ``stage_seconds``), ``ffmpeg lut3d`` (the .cube that ``stylecast extract --cube`` wrote for the template) and
+  the plain ``ffmpeg`` x264 transcode floor; peak RSS of each job's whole process tree sampled every 100 ms
+  from /proc.
 - ``profile``: the colour-only job under ``py-spy record --format raw``; top functions by own and total samples.
 - ``kernels``, ``cluster``, ``api``: ``bench_kernels.py``, ``bench_cluster.py``, ``bench_api.py`` run as
   subprocesses with ``--json``.
@@ -52,7 +52,7 @@ GIB = 2**30
 
 MODES = {
     # seconds/width/height: the source; template: which generated template; reps: A/B/C alternations
-    "full": dict(seconds=20, width=1920, height=1080, template="full", reps=3, full_reps=2, kernel_frames=10,
+    "full": dict(seconds=20, width=1920, height=1080, template="full", reps=3, full_reps=3, kernel_frames=10,
                  cluster_seconds=20, api_duration=10, upload_mib=1024,
                  api_configs="serve_haproxy,serve_default_proxy,plain_uvicorn", only=ALL),
     "quick": dict(seconds=3, width=1920, height=1080, template="short", reps=2, full_reps=1, kernel_frames=3,
@@ -311,17 +311,17 @@ def bench_e2e(cfg: dict, work: Path) -> dict:
                        "full_style": shown(full, "stylecast", len(sc))}
     groups: dict[str, list[dict]] = {"colour_only": [], "ffmpeg_lut3d": [], "ffmpeg_transcode": [],
                                      "ffmpeg_transcode_graded": [], "full_style": []}
-    # alternate A B C D A B C D ...: whatever the machine's other load does, it hits every variant alike
-    for rep in range(cfg["reps"]):
-        for name, cmd in (("colour_only", colour), ("ffmpeg_lut3d", lut3d), ("ffmpeg_transcode", floor),
-                          ("ffmpeg_transcode_graded", graded_floor)):
+    # alternate A B C D E A B C D E ...: whatever the machine's other load does, it hits every variant alike
+    # (the full style job too: it is compared with the colour-only one, so it runs beside it in each round)
+    for rep in range(max(cfg["reps"], cfg["full_reps"])):
+        for name, cmd, reps in (("colour_only", colour, cfg["reps"]), ("full_style", full, cfg["full_reps"]),
+                                ("ffmpeg_lut3d", lut3d, cfg["reps"]), ("ffmpeg_transcode", floor, cfg["reps"]),
+                                ("ffmpeg_transcode_graded", graded_floor, cfg["reps"])):
+            if rep >= reps:
+                continue
             run = timed(cmd, work, f"{name} #{rep + 1}")
             run["output_bytes"] = (work / outputs[name]).stat().st_size
             groups[name].append(run)
-    for rep in range(cfg["full_reps"]):
-        run = timed(full, work, f"full_style #{rep + 1}")
-        run["output_bytes"] = (work / outputs["full_style"]).stat().st_size
-        groups["full_style"].append(run)
     for name, runs in groups.items():
         entry = {"wall_s": stats([r["wall_s"] for r in runs]),
                  "cpu_s": stats([r["cpu_s"] for r in runs]),
@@ -596,9 +596,10 @@ def report(results: dict, chart_files: dict[str, str], chart_rel: str) -> str:
               f"Source `{s['file']}`: {s.get('width')}x{s.get('height')} @ {_fmt(s.get('fps'))} fps, "
               f"{_fmt(s.get('duration_s'))} s, {s.get('frame_count')} frames, audio {s.get('has_audio')}. "
               f"Template `{t['file']}`: {t.get('width')}x{t.get('height')}, {t.get('frame_count')} frames. "
-              f"`stylecast extract --cube` took {e['extract_wall_s']:.1f} s. Runs alternated "
-              f"{e['reps']}x (colour-only, lut3d, transcode, transcode of the colour-only output), then the full "
-              "style job; each is the whole process (start-up included); CPU is user + system time of the "
+              f"`stylecast extract --cube` took {e['extract_wall_s']:.1f} s. Runs alternated in rounds "
+              f"(colour-only, full style, lut3d, transcode, transcode of the colour-only output; "
+              f"{e['reps']} rounds, the full style job in the first {e['full_style']['wall_s']['n']}"
+              "); each is the whole process (start-up included); CPU is user + system time of the "
               "process and its children; peak RSS is the summed VmRSS of the process and all its "
               "descendants, sampled every 100 ms.", "",
               "| job | median s | min s | max s | runs | CPU s (median) | peak RSS MiB (max) | output MiB |",
