@@ -75,6 +75,8 @@ class ActorPool:
                 # chunks only to lose them, and would hold the places of workers on the nodes that replaced it.
                 for actor in [a for a in self.ready if self.node_of.get(a._actor_id.hex()) not in alive]:
                     self.discard(actor)
+                if force:  # a job starts: also drop workers whose process died since (a dead actor answers at once)
+                    self._drop_dead()
                 missing = self.target(nodes) - len(self.ready) - len(self.starting)
                 for _ in range(max(0, missing)):
                     actor = self.actor_cls.options(scheduling_strategy="SPREAD").remote()
@@ -94,6 +96,17 @@ class ActorPool:
                     self.ready.append(actor)
                     fresh.append(actor)
             return fresh
+
+    def _drop_dead(self, timeout_s: float = 1.0) -> None:
+        pings = {actor.ping.remote(): actor for actor in self.ready}
+        answered, _ = ray.wait(list(pings), num_returns=len(pings), timeout=timeout_s) if pings else ([], [])
+        for ref in answered:  # a busy worker (another job's chunk) answers later: it is not dropped
+            try:
+                ray.get(ref)
+            except _LOST:
+                self.discard(pings[ref])
+            except Exception:  # noqa: BLE001 - any other answer means the worker is there
+                pass
 
     def discard(self, actor) -> None:
         with self._lock:

@@ -201,3 +201,13 @@ def test_a_crashed_joiner_is_restarted_for_the_next_job(pipeline, source_clip, t
     result = pipeline.run(source_clip.path, template_clip.path, tmp_path / "o.mp4",
                           Options.model_validate({"max_duration_s": 2.0}), chunk_seconds=1.0)
     assert result.output.exists()
+
+
+def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
+    pool = pipeline.renderers
+    pool.refresh(force=True)
+    victim = pool.ready[0]
+    ray.kill(victim, no_restart=True)  # as if its process had crashed while idle
+    pool.refresh(force=True)
+    assert victim not in pool.ready
+    assert pool.ready  # and the others stay
