@@ -205,7 +205,10 @@ def test_a_crashed_joiner_is_restarted_for_the_next_job(pipeline, source_clip, t
 
 def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
     pool = pipeline.renderers
-    pool.refresh(force=True)
+    deadline = time.monotonic() + 120
+    while len(pool.ready) < 2 and time.monotonic() < deadline:  # its workers are up (one per CPU: two)
+        pool.refresh(force=True)
+        time.sleep(0.1)
     victim = pool.ready[0]
     ray.kill(victim, no_restart=True)  # as if its process had crashed while idle
     pool.refresh(force=True)
