@@ -97,7 +97,9 @@ class ActorPool:
                     fresh.append(actor)
             return fresh
 
-    def _drop_dead(self, timeout_s: float = 1.0) -> None:
+    def _drop_dead(self, timeout_s: float = 0.2) -> None:
+        """Drop workers whose process has died: a dead actor's ping fails at once, so a short wait suffices
+        (and a job starting beside a busy one does not wait long for the busy workers' answers)."""
         pings = {actor.ping.remote(): actor for actor in self.ready}
         answered, _ = ray.wait(list(pings), num_returns=len(pings), timeout=timeout_s) if pings else ([], [])
         for ref in answered:  # a busy worker (another job's chunk) answers later: it is not dropped

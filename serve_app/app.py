@@ -269,16 +269,17 @@ async def upload_video(request: Request):
         return ok(_video(rec), "video uploaded", 201)
     # Stored first, claimed second: of concurrent retries with one key, the first claim wins and the others
     # withdraw their copies.
-    seen = svc.store.put_idempotency(owner, key, digest.hexdigest(), video_id, scope="videos")
-    if seen is None:
+    file_hash = digest.hexdigest()
+    seen = svc.store.put_idempotency(owner, key, file_hash, video_id, scope="videos")
+    same_file = seen is not None and seen[0] == file_hash
+    earlier = svc.store.get_video(seen[1], owner) if same_file else None
+    if seen is None or (same_file and earlier is None):  # first use, or the earlier upload was deleted since
+        if seen is not None:
+            svc.store.put_idempotency(owner, key, file_hash, video_id, scope="videos", replace=True)
         return ok(_video(rec), "video uploaded", 201)
-    earlier = svc.store.get_video(seen[1], owner) if seen[0] == digest.hexdigest() else None
-    if earlier is None and seen[0] == digest.hexdigest():  # the earlier upload was deleted since: this one counts
-        svc.store.put_idempotency(owner, key, digest.hexdigest(), video_id, scope="videos", replace=True)
-        return ok(_video(rec), "video uploaded", 201)
-    svc.store.delete_video(video_id, owner)
+    svc.store.delete_video(video_id, owner)  # a retry: withdraw this copy
     _remove(folder)
-    if earlier is None:
+    if not same_file:
         raise ApiError(409, "idempotency_conflict", "this Idempotency-Key was used to upload a different file")
     return ok(_video(earlier), "video already uploaded with this Idempotency-Key", 200)
 

@@ -26,13 +26,21 @@ class TransferOptions(BaseModel):
     framing: bool = Field(True, description="letterbox bars like the template's")
 
 
+# Output sides in pixels: what output.width / output.height accept, and what a side derived from the other
+# one (with the source's aspect) must come to (stylecast.plan.output_spec).
+MIN_OUTPUT_SIDE = 16
+MAX_OUTPUT_SIDE = {"width": 7680, "height": 4320}
+
+
 class OutputOptions(BaseModel):
     """Output encoding.  Width/height default to the source's display size; fps to the source's rate."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    width: int | None = Field(None, ge=16, le=7680, description="pixels; rounded down to even")
-    height: int | None = Field(None, ge=16, le=4320, description="pixels; rounded down to even")
+    width: int | None = Field(None, ge=MIN_OUTPUT_SIDE, le=MAX_OUTPUT_SIDE["width"],
+                              description="pixels; rounded down to even")
+    height: int | None = Field(None, ge=MIN_OUTPUT_SIDE, le=MAX_OUTPUT_SIDE["height"],
+                               description="pixels; rounded down to even")
     fps: float | None = Field(None, gt=0, le=120, description="frames per second (constant)")
     crf: int = Field(20, ge=0, le=51, description="x264 constant rate factor: lower = better and bigger")
     preset: Literal[X264_PRESETS] = Field("veryfast", description="x264 speed/size trade-off")  # type: ignore[valid-type]

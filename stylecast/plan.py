@@ -23,7 +23,7 @@ from stylecast.analysis.motion import STATIC_SPEED
 from stylecast.analyze import VideoAnalysis
 from stylecast.color import ColorTransfer, apply_transfer_lab, fit_transfer, merge_stats
 from stylecast.errors import OptionsError
-from stylecast.options import Options
+from stylecast.options import MAX_OUTPUT_SIDE, MIN_OUTPUT_SIDE, Options
 from stylecast.style import MotionParams, StyleJSON
 from stylecast.synth_video import shake_offsets
 
@@ -215,9 +215,6 @@ def layer_affine(plan: RenderPlan, layer: Layer, src_size: tuple[int, int]) -> n
 
 
 # =================================================================================================== building
-# px: what output.width / output.height accept (stylecast.options), and so what a side derived from one gets
-MIN_OUTPUT_SIDE = 16
-MAX_OUTPUT_SIDE = {"width": 7680, "height": 4320}
 
 
 def output_spec(source: VideoAnalysis, style: StyleJSON | None, options: Options) -> OutputSpec:
