@@ -17,12 +17,12 @@ import numpy as np
 from stylecast.analysis.audio import AudioFeatures, analyze_audio
 from stylecast.analysis.motion import ShotMotion, estimate_pair_motion, summarize_motion
 from stylecast.analysis.shots import (
+    FeatureStream,
     FeatureTrack,
     Transition,
     concat_tracks,
     detect_letterbox,
     detect_transitions,
-    frame_features,
     shots_from_transitions,
     stack_features,
 )
@@ -69,7 +69,7 @@ def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: 
     # drop frames, so the margin is widened if no predecessor turned up.
     for margin in (3.0 / info.fps, 1.0, t0):
         start = max(0.0, t0 - margin) if t0 > 0 else 0.0
-        k = 0
+        k, stream = 0, None
         for frame in iter_frames(path, start, t1, info=info, size=size, threads=threads, deblock=False):
             if frame.time_s < t0 - 1e-6:
                 prev_rgb = frame.rgb
@@ -78,7 +78,9 @@ def analyze_video_range(path: str | Path, t0: float, t1: float | None, *, info: 
                 break  # no predecessor within the margin: widen it
             if should_stop is not None and k % 8 == 0 and should_stop():
                 raise CancelledError("cancelled")
-            feats.append(frame_features(frame.rgb, prev_rgb))
+            if stream is None:
+                stream = FeatureStream(prev_rgb)
+            feats.append(stream.push(frame.rgb))
             if motion:
                 if prev_gray is None and prev_rgb is not None:
                     prev_gray = cv2.cvtColor(prev_rgb, cv2.COLOR_RGB2GRAY)

@@ -107,12 +107,36 @@ def frame_features(rgb: np.ndarray, prev_rgb: np.ndarray | None) -> FrameFeature
     -------
     FrameFeatures
     """
+    return FeatureStream(prev_rgb).push(rgb)
+
+
+class FeatureStream:
+    """:func:`frame_features` of consecutive frames, each frame downscaled once (not again as the next
+    frame's predecessor): ``stream = FeatureStream(prev_rgb); records = [stream.push(f) for f in frames]``.
+
+    prev_rgb : the frame before the first one pushed, or None at the video's start.
+    """
+
+    def __init__(self, prev_rgb: np.ndarray | None = None) -> None:
+        self._prev_shape = None if prev_rgb is None else _check_rgb(np.asarray(prev_rgb), "prev_rgb")
+        self._prev_levels = None if prev_rgb is None else _levels(np.asarray(prev_rgb))
+
+    def push(self, rgb: np.ndarray) -> FrameFeatures:
+        """The record of ``rgb``, scored against the frame pushed before it."""
+        rgb = np.asarray(rgb)
+        shape = _check_rgb(rgb, "frame")
+        if self._prev_shape is not None and self._prev_shape != shape:
+            raise ValueError(f"frame shape {shape} != previous frame shape {self._prev_shape}")
+        levels = _levels(rgb)
+        record = _features_from_levels(rgb, levels, self._prev_levels)
+        self._prev_shape, self._prev_levels = shape, levels
+        return record
+
+
+def _check_rgb(rgb: np.ndarray, name: str) -> tuple[int, ...]:
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"expected uint8 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
-    if prev_rgb is not None and prev_rgb.shape != rgb.shape:
-        raise ValueError(f"prev_rgb shape {prev_rgb.shape} != rgb shape {rgb.shape}")
-    levels = _levels(rgb)
-    return _features_from_levels(rgb, levels, None if prev_rgb is None else _levels(prev_rgb))
+        raise ValueError(f"{name}: expected uint8 (H, W, 3) RGB, got {rgb.dtype} {rgb.shape}")
+    return rgb.shape
 
 
 def _features_from_levels(
@@ -246,20 +270,8 @@ def compute_track(
     times_s : presentation times in s; default ``(start_frame + i) / fps``.
     start_frame : index of ``frames[0]`` in the video, only used for default times.
     """
-    feats = []
-    prev_levels = None if prev_rgb is None else _levels(np.asarray(prev_rgb))
-    prev_shape = None if prev_rgb is None else np.asarray(prev_rgb).shape
-    for frame in frames:
-        frame = np.asarray(frame)
-        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
-            raise ValueError(f"expected uint8 (H, W, 3) RGB, got {frame.dtype} {frame.shape}")
-        if prev_shape is not None and prev_shape != frame.shape:
-            raise ValueError(f"frame shape {frame.shape} != previous frame shape {prev_shape}")
-        prev_shape = frame.shape
-        # same numbers as frame_features(frame, previous frame), without re-downscaling the previous
-        levels = _levels(frame)
-        feats.append(_features_from_levels(frame, levels, prev_levels))
-        prev_levels = levels
+    stream = FeatureStream(prev_rgb)
+    feats = [stream.push(frame) for frame in frames]
     if times_s is None:
         times_s = (start_frame + np.arange(len(feats))) / float(fps)
     return stack_features(feats, times_s, fps)
