@@ -439,6 +439,11 @@ def build_parser() -> argparse.ArgumentParser:
     ray_args(p)
     p.set_defaults(func=cmd_demo)
     _add_client_commands(sub)
+    # The global flags also work after the command (`stylecast run A B -q`); SUPPRESS keeps a command's
+    # parser from resetting a flag given before it.
+    for command in sub.choices.values():
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
+        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
     return parser
 
 

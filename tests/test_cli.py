@@ -438,3 +438,13 @@ def test_output_in_a_new_directory_is_made_or_clearly_refused(src, tpl, tmp_path
         assert rc == 1
         assert_one_line_error(err, "newdir")
         assert not out.exists()
+
+
+def test_global_flags_work_before_and_after_the_command():
+    parser = cli.build_parser()
+    after = parser.parse_args(["run", "s.mp4", "t.mp4", "-o", "o.mp4", "-q", "--debug"])
+    assert after.quiet and after.debug
+    before = parser.parse_args(["-q", "submit", "s.mp4", "t.mp4"])
+    assert before.quiet and not before.debug  # the command's parser does not reset a flag given before it
+    neither = parser.parse_args(["status", "JOB"])
+    assert not neither.quiet and not neither.debug
