@@ -10,8 +10,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
-.PHONY: install demo test bench
+BENCH_STAMP := $(VENV)/.bench-installed
+
+$(BENCH_STAMP): $(STAMP)
+	$(VENV)/bin/python -m pip install --quiet -e ".[test,bench]"
+	touch $(BENCH_STAMP)
+
+.PHONY: install bench-install demo test bench
 install: $(STAMP)
+
+bench-install: $(BENCH_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/stylecast demo --dir stylecast-demo
@@ -19,5 +27,5 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q
 
-bench: $(STAMP)
-	$(VENV)/bin/python bench/bench_kernels.py
+bench: $(BENCH_STAMP)
+	bench/run

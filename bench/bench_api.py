@@ -4,8 +4,9 @@
 - the service with Ray Serve's HAProxy ingress (``--ingress haproxy``; Ray's bundled HAProxy),
 - the same FastAPI app on plain uvicorn (no Ray),
 
-plus the RSS growth of every process while a 1 GiB file is uploaded.  Targets: ≥ 1500 req/s and p99 ≤ 60 ms
-for the service; no process grows by more than 100 MiB during the upload.
+plus the RSS growth of every process while a valid 1 GiB video is uploaded (it must be accepted: 201).
+Targets: ≥ 1500 req/s and p99 ≤ 60 ms for the service; no process grows by more than 100 MiB during the upload
+through the HAProxy ingress (the default proxy's figure is reported beside it).
 
     python bench/bench_api.py [--duration 10] [--json PATH]
 """
@@ -18,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -114,8 +116,41 @@ def rss_by_pid() -> dict[int, int]:
     return out
 
 
+def padded_mp4(size: int) -> tuple[bytes, int]:
+    """A real 1 s MP4 followed by an ISO-BMFF ``free`` box of padding: the upload is a valid video of about
+    ``size`` bytes, so the server reads, stores and probes all of it (and answers 201).  Returns the clip's bytes
+    and the padding length; the ``free`` box header is part of the padding's stream (see `upload_body`)."""
+    from stylecast.synth_clip import ShotSpec, make_clip
+
+    d = Path(tempfile.mkdtemp())
+    try:
+        clip = make_clip(d / "clip.mp4", [ShotSpec(frames=30, seed=7)], width=160, height=90)
+        head = clip.path.read_bytes()
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+    return head, max(0, size - len(head) - 16)
+
+
+def upload_body(head: bytes, pad: int, boundary: bytes):
+    yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.mp4"\r\n' \
+        b"Content-Type: video/mp4\r\n\r\n"
+    yield head
+    # a 64-bit "largesize" box header: size field 1, then the whole box's length (any upload size fits)
+    yield struct.pack(">I4sQ", 1, b"free", 16 + pad)
+    block = os.urandom(1024 * 1024)  # random: nothing on the way can compress it
+    for _ in range(pad // len(block)):
+        yield block
+    yield block[: pad % len(block)]
+    yield b"\r\n--" + boundary + b"--\r\n"
+
+
 def upload_rss(base: str, size: int) -> dict:
-    """Max RSS growth of any process (this one excluded) while ``size`` bytes are uploaded."""
+    """Largest RSS growth of any process (this one excluded) while a valid ``size``-byte video is uploaded.
+
+    Processes that start during the upload count with their whole RSS.  The upload must succeed (201): an
+    early rejection would measure nothing."""
+    head, pad = padded_mp4(size)
+    me = os.getpid()
     before = rss_by_pid()
     peak = dict(before)
     done = threading.Event()
@@ -126,29 +161,31 @@ def upload_rss(base: str, size: int) -> dict:
                 peak[pid] = max(peak.get(pid, 0), rss)
             time.sleep(0.1)
 
-    def body():
-        block = os.urandom(1024 * 1024)
-        boundary = b"benchboundary"
-        yield b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n' \
-            b"Content-Type: application/octet-stream\r\n\r\n"
-        for _ in range(size // len(block)):
-            yield block
-        yield b"\r\n--" + boundary + b"--\r\n"
-
     t = threading.Thread(target=sample, daemon=True)
     t.start()
     start_t = time.perf_counter()
-    r = httpx.post(f"{base}/api/v1/videos", content=body(), timeout=600,
-                   headers={"content-type": "multipart/form-data; boundary=benchboundary"})
+    try:
+        r = httpx.post(f"{base}/api/v1/videos", content=upload_body(head, pad, b"benchboundary"), timeout=600,
+                       headers={"content-type": "multipart/form-data; boundary=benchboundary"})
+    finally:
+        done.set()
+        t.join()
     elapsed = time.perf_counter() - start_t
-    done.set()
-    t.join()
-    me = os.getpid()
-    growth = {pid: peak[pid] - before.get(pid, peak[pid]) for pid in peak if pid != me and pid in before}
+    if r.status_code != 201:
+        raise RuntimeError(f"the {size / 2**20:.0f} MiB upload was answered {r.status_code}: {r.text[:300]}")
+    growth = {pid: peak[pid] - before.get(pid, 0) for pid in peak if pid != me}
     worst = max(growth, key=growth.get)
-    return {"bytes": size, "status": r.status_code, "seconds": elapsed, "max_growth_mib": growth[worst] / 2**20,
-            "worst_pid_cmd": (Path(f"/proc/{worst}/cmdline").read_bytes().replace(b"\0", b" ")[:80].decode()
-                              if Path(f"/proc/{worst}").exists() else str(worst))}
+    return {"bytes": len(head) + 16 + pad, "status": r.status_code, "seconds": elapsed,
+            "max_growth_mib": growth[worst] / 2**20,
+            "new_processes": sorted(pid for pid in peak if pid not in before and pid != me),
+            "worst_pid_cmd": _cmdline(worst)}
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:80].decode().strip()
+    except OSError:
+        return str(pid)
 
 
 CONFIGS = ("serve_haproxy", "serve_default_proxy", "plain_uvicorn")
@@ -181,8 +218,9 @@ def run(duration: int, upload_mib: int, configs=CONFIGS) -> dict:
                     up = upload_rss(base, upload_mib * 1024 * 1024)
                     up["via"] = name
                     results.setdefault("uploads", {})[name] = up
-                    # the figure that counts is the service's best ingress (HAProxy streams to the replica)
-                    if "upload" not in results or up["max_growth_mib"] < results["upload"]["max_growth_mib"]:
+                    # the figure that counts is fixed in advance: the recommended ingress (HAProxy) when it is
+                    # measured, else the default proxy; both are reported
+                    if name == "serve_haproxy" or "upload" not in results:
                         results["upload"] = up
             finally:
                 stop(proc)
