@@ -80,7 +80,7 @@ def main() -> int:
                             "--result", str(result_file)], check=True,
                            preexec_fn=lambda c=cores: os.sched_setaffinity(0, set(c)))
             runs[workers].append(json.loads(result_file.read_text()))
-    one, two = (_median_run(runs[w]) for w in (1, 2))
+    one, two = (_median_config(runs[w]) for w in (1, 2))
     speedup = one["wall_s"] / two["wall_s"]
     print(f"source: {source.name} ({args.seconds:.0f} s 1080p30 with audio); template: {template.name}; "
           f"{len(runs[1])} run(s) per configuration, medians")
@@ -103,9 +103,17 @@ def _spread(values: list[float]) -> dict:
     return {"values": values, "median": float(np.median(values)), "min": min(values), "max": max(values)}
 
 
-def _median_run(runs: list[dict]) -> dict:
-    """The run with the median wall time (the lower middle one for an even count): its stages add up."""
-    return sorted(runs, key=lambda r: r["wall_s"])[(len(runs) - 1) // 2]
+def _median_config(runs: list[dict]) -> dict:
+    """One configuration's figures, each the median over its runs (stages and Ray overhead too)."""
+    def med(key: str, sub: str | None = None) -> float:
+        return float(np.median([r[key][sub] if sub else r[key] for r in runs]))
+
+    first = runs[0]
+    return {"workers": first["workers"], "runs": len(runs), "wall_s": med("wall_s"),
+            "stage_s": {k: med("stage_s", k) for k in first["stage_s"]},
+            "chunk_work_s": {k: med("chunk_work_s", k) for k in first["chunk_work_s"]},
+            "chunks": first["chunks"], "overhead_s": med("overhead_s"), "overhead_share": med("overhead_share"),
+            "frames": first["frames"]}
 
 
 if __name__ == "__main__":

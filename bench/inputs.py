@@ -15,7 +15,8 @@ SHARED_CLIP = ROOT.parent / "shared" / "media" / "pyscenedetect" / "testvideo.mp
 
 
 def cache_dir() -> Path:
-    path = Path(os.environ.get("STYLECAST_BENCH_CACHE") or ROOT / "bench" / ".cache")
+    # absolute: the jobs run with a scratch folder inside it as their working directory
+    path = Path(os.environ.get("STYLECAST_BENCH_CACHE") or ROOT / "bench" / ".cache").expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path
 

@@ -81,3 +81,8 @@ def test_unmeasured_targets_are_listed_and_the_readme_block_is_generated(tmp_pat
     assert "0 of its 3 targets met" in text
     readme.write_text("no markers\n")
     assert not suite.update_readme(results, None, readme)
+    readme.write_text("<!-- bench:figures:end --> x <!-- bench:figures:begin -->\n")  # out of order
+    assert not suite.update_readme(results, None, readme)
+    # a --quick run's duration is a target only when every benchmark ran: a partial run proves nothing
+    quick = dict(results, mode="quick")
+    assert not any(t["name"].startswith("--quick") for t in suite.targets(quick))
