@@ -26,10 +26,15 @@ def source_origin() -> str:
     return "natural" if SHARED_CLIP.exists() else "synthetic"
 
 
+def source_file(seconds: float, width: int = 1920, height: int = 1080) -> Path:
+    """Where `source` keeps that source (it may not exist yet)."""
+    size = "1080p30" if (width, height) == (1920, 1080) else f"{width}x{height}p30"
+    return cache_dir() / f"source_{size}_{int(seconds)}s_{source_origin()}.mp4"
+
+
 def source(seconds: float, width: int = 1920, height: int = 1080) -> Path:
     """A ``seconds`` long 30 fps source with a drum track at ``width`` x ``height`` (made on first use)."""
-    size = "1080p30" if (width, height) == (1920, 1080) else f"{width}x{height}p30"
-    path = cache_dir() / f"source_{size}_{int(seconds)}s_{source_origin()}.mp4"
+    path = source_file(seconds, width, height)
     if not path.exists():
         tmp = path.with_name(f".tmp-{path.name}")
         _make_source(tmp, seconds, width, height)

@@ -256,7 +256,8 @@ def versions() -> dict:
 
 # ----------------------------------------------------------------------------------------------- inputs
 def make_source(seconds: float, width: int, height: int) -> Path:
-    log(f"source: {seconds:g} s {width}x{height}, {inputs.source_origin()} picture (generated on first use)")
+    if not inputs.source_file(seconds, width, height).exists():
+        log(f"generating the source: {seconds:g} s {width}x{height}, {inputs.source_origin()} picture")
     return inputs.source(seconds, width, height)
 
 

@@ -365,11 +365,14 @@ def _add_client_commands(sub) -> None:
     p.set_defaults(func=cmd_list)
 
 
+_GLOBAL_FLAGS = ((("--debug",), "show tracebacks on errors"), (("-q", "--quiet"), "no progress output"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stylecast", description="Make a video look, cut and move like another one.")
     parser.add_argument("--version", action="version", version=f"stylecast {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    for names, text in _GLOBAL_FLAGS:
+        parser.add_argument(*names, action="store_true", help=text)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def chunk_arg(p):
@@ -442,8 +445,8 @@ def build_parser() -> argparse.ArgumentParser:
     # The global flags also work after the command (`stylecast run A B -q`); SUPPRESS keeps a command's
     # parser from resetting a flag given before it.
     for command in sub.choices.values():
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks on errors")
-        command.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress output")
+        for names, text in _GLOBAL_FLAGS:
+            command.add_argument(*names, action="store_true", default=argparse.SUPPRESS, help=text)
     return parser
 
 
