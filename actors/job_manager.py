@@ -34,6 +34,15 @@ JOB_MANAGER_NAME = "stylecast-jobmanager"
 MAX_INTERRUPTIONS = 2  # a job interrupted by restarts is re-run this many times, then failed
 
 
+def _ray_connection_lost() -> bool:
+    """True when this process can no longer talk to its raylet (a put goes through it)."""
+    try:
+        ray.put(None)
+        return False
+    except Exception:  # noqa: BLE001 - whatever the failure, the connection is unusable
+        return True
+
+
 def request_hash(req: CreateJobRequest) -> str:
     """Fingerprint of what a create request asks for, after validation: ``1`` and ``1.0``, key order, and
     options left out or given as their defaults are the same request."""
@@ -168,6 +177,11 @@ class JobManager:
         except ApiError as exc:
             self._finish(job_id, "failed", error=(exc.code, exc.message), elapsed=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - a job failure must never take the manager down
+            if _ray_connection_lost():
+                # This process is being torn down (killed, or its node is going away) and its Ray calls fail
+                # on the way out: the job was interrupted, not failed.  It stays "processing", so the next
+                # JobManager re-runs it (as it would had the process died before noticing).
+                return
             traceback.print_exc()
             self._finish(job_id, "failed", error=("internal_error", f"{type(exc).__name__}: {exc}"),
                          elapsed=time.perf_counter() - t0)

@@ -211,8 +211,16 @@ def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
         time.sleep(0.1)
     victim = pool.ready[0]
     ray.kill(victim, no_restart=True)  # as if its process had crashed while idle
-    with pytest.raises(ray.exceptions.RayActorError):  # the kill has taken effect: it died "between jobs"
-        ray.get(victim.ping.remote(), timeout=60)
+    # The kill takes effect asynchronously (a call made just after it may still be answered): wait until the
+    # actor is gone, so that it died "between jobs".
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            ray.get(victim.ping.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            break
+        assert time.monotonic() < deadline, "the killed actor kept answering"
+        time.sleep(0.1)
     pool.refresh(force=True)
     assert victim not in pool.ready
     assert pool.ready  # and the others stay
