@@ -31,6 +31,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.procs import tree_rss  # noqa: E402
 
 
 def free_port() -> int:
@@ -101,32 +102,6 @@ def make_job(base: str) -> str:
         time.sleep(0.5)
     shutil.rmtree(d, ignore_errors=True)
     return job
-
-
-def tree_rss(root: int) -> dict[int, int]:
-    """pid -> VmRSS bytes for ``root`` and all its descendants (the service: Ray's processes, Serve's replicas
-    and proxies, HAProxy are all started under it)."""
-    table: dict[int, tuple[int, int]] = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                text = (p / "status").read_text()
-            except OSError:
-                continue
-            ppid = re.search(r"^PPid:\s+(\d+)", text, re.M)
-            rss = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
-            if ppid:
-                table[int(p.name)] = (int(ppid.group(1)), int(rss.group(1)) * 1024 if rss else 0)
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    out, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in table:
-            out[pid] = table[pid][1]
-            todo.extend(children.get(pid, []))
-    return out
 
 
 def padded_mp4(size: int) -> tuple[bytes, int]:

@@ -43,6 +43,7 @@ BENCH = ROOT / "bench"
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from bench import inputs  # noqa: E402
+from bench.procs import tree_rss  # noqa: E402
 
 COLOUR_ONLY = {"transfer": {"pacing": False, "motion": False, "transitions": False},
                "output": {"preset": "veryfast", "crf": 20}}
@@ -90,23 +91,6 @@ def stylecast_cmd() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "stylecast.cli"]
 
 
-def _proc_table() -> dict[int, tuple[int, int]]:
-    """pid -> (ppid, VmRSS bytes) for every process we can read."""
-    table = {}
-    for p in Path("/proc").iterdir():
-        if not p.name.isdigit():
-            continue
-        try:
-            text = (p / "status").read_text()
-        except OSError:
-            continue
-        pp = re.search(r"^PPid:\s+(\d+)", text, re.M)
-        rss = re.search(r"^VmRSS:\s+(\d+) kB", text, re.M)
-        if pp:
-            table[int(p.name)] = (int(pp.group(1)), int(rss.group(1)) * 1024 if rss else 0)
-    return table
-
-
 class TreeRSS:
     """Samples the summed VmRSS of a process and all its descendants every ``interval`` s; keeps the peak."""
 
@@ -118,17 +102,8 @@ class TreeRSS:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            table = _proc_table()
-            children: dict[int, list[int]] = {}
-            for pid, (ppid, _) in table.items():
-                children.setdefault(ppid, []).append(pid)
-            tree, todo = [], [self.pid]
-            while todo:
-                pid = todo.pop()
-                if pid in table:
-                    tree.append(pid)
-                    todo.extend(children.get(pid, []))
-            total = sum(table[p][1] for p in tree)
+            tree = tree_rss(self.pid)
+            total = sum(tree.values())
             if total > self.peak:
                 self.peak, self.peak_procs = total, len(tree)
             self.samples += 1
@@ -203,8 +178,8 @@ def code_version() -> dict:
 
     try:
         commit = git("rev-parse", "HEAD").strip()
-        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)*.md", ":(exclude)bench/results.json",
-                      ":(exclude)bench/charts", ":(exclude)bench/quick").splitlines()
+        changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)*.md",
+                      ":(exclude)bench/results.json", ":(exclude)bench/charts", ":(exclude)bench/quick").splitlines()
     except (OSError, subprocess.CalledProcessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": bool(changed), "changed": [line[3:] for line in changed][:20]}
@@ -508,8 +483,8 @@ def targets(results: dict) -> list[dict]:
         entry = b.get(bench, {})
         if entry and "error" not in entry and "skipped" not in entry:
             continue  # it ran: a target it has no figure for was not asked of this mode (e.g. no upload)
-        why = entry.get("skipped") or (entry.get("error") or "").strip().splitlines()[-1:] or ["no result"]
-        why = why if isinstance(why, str) else why[0]
+        lines = (entry.get("skipped") or entry.get("error") or "no result").strip().splitlines()
+        why = lines[-1] if lines else "no result"  # a script's traceback ends with the reason
         for name, target in TARGETS.get(bench, []):
             if name not in seen:
                 out.append({"name": name, "value": None, "target": target, "met": False, "measured": False,
@@ -765,7 +740,7 @@ LEVERS = [
      "GOPs last), so both cores stay busy to the end. The GOP length was chosen by measurement (the figures are "
      "in the comment on `GOP_SECONDS` in `stylecast/media/encode.py`): every GOP starts with an IDR frame, and "
      "1 s GOPs made larger files and slower encodes than 2 s ones."),
-    (("_decode.<locals>.packets", "iter_frames"), "Decoding: once per use, at the size it is used",
+    (("_decode.<locals>.packets", "iter_frames"), "Decoding: at the size each use needs",
      "The render reads the decoder's YUV 4:2:0 planes as they are (no swscale pass, no RGB frame). The analysis "
      "scales to 320 px wide in YUV before converting the small frame to RGB, runs swscale single-threaded (its "
      "automatic threading cost more than it saved per frame here), and skips H.264's deblocking filter on "
