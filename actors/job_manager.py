@@ -74,6 +74,9 @@ class JobManager:
         # Held from looking an Idempotency-Key up to storing it: concurrent retries (the actor serves up to
         # 32 calls at once) must find the first one's job, not create their own.
         self._idempotency_lock = threading.Lock()
+        # Held from checking to changing the videos a job uses: a video deleted while a job for it is being
+        # created would leave a queued job without its input (the delete must see the job, or the create 404).
+        self._videos_lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}
         self._pipeline = None
         self._wake = threading.Event()
@@ -229,9 +232,6 @@ class JobManager:
             return self._create_job(owner, req, idempotency_key)
 
     def _create_job(self, owner: str, req: CreateJobRequest, idempotency_key: str | None) -> tuple[dict, bool]:
-        for vid, role in ((req.video_id, "video_id"), (req.template_video_id, "template_video_id")):
-            if self.store.get_video(vid, owner) is None:
-                raise ApiError(404, "video_not_found", f"{role} {vid!r} does not exist", {"field": role})
         if req.webhook_url:
             try:
                 check_webhook_url(req.webhook_url, self.allow_private_webhooks)
@@ -243,7 +243,11 @@ class JobManager:
                         progress=0.0, video_id=req.video_id, template_video_id=req.template_video_id,
                         options=(req.options or Options()).model_dump(mode="json"), webhook_url=req.webhook_url,
                         created_at=now, updated_at=now)
-        self.store.add_job(rec)
+        with self._videos_lock:
+            for vid, role in ((req.video_id, "video_id"), (req.template_video_id, "template_video_id")):
+                if self.store.get_video(vid, owner) is None:
+                    raise ApiError(404, "video_not_found", f"{role} {vid!r} does not exist", {"field": role})
+            self.store.add_job(rec)
         if idempotency_key:
             self.store.put_idempotency(owner, idempotency_key, request_hash(req), rec.job_id)
         self._wake.set()
@@ -273,9 +277,10 @@ class JobManager:
         rec = self.store.get_video(video_id, owner)
         if rec is None:
             raise ApiError(404, "video_not_found", f"video {video_id!r} does not exist")
-        if self.store.video_in_active_job(video_id):
-            raise ApiError(409, "video_in_use", f"video {video_id} is used by a queued or processing job")
-        self.store.delete_video(video_id, owner)
+        with self._videos_lock:
+            if self.store.video_in_active_job(video_id):
+                raise ApiError(409, "video_in_use", f"video {video_id} is used by a queued or processing job")
+            self.store.delete_video(video_id, owner)
         # Only files that uploads put under the data dir are ours to delete; a video registered in place
         # (actors.client.submit_job) is the researcher's own file and stays.
         path = Path(rec.path).resolve()

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.config import ServiceConfig
-from serve_app.models import ApiError, Envelope, VideoResponse, utcnow
+from serve_app.models import TERMINAL, ApiError, Envelope, VideoResponse, utcnow
 
 API = "/api/v1"
 _CHUNK = 1024 * 1024
@@ -63,10 +63,12 @@ def ok(data, message: str = "ok", status: int = 200) -> JSONResponse:
                         status_code=status)
 
 
-def err(status: int, code: str, message: str, detail=None) -> JSONResponse:
+def err(status: int, code: str, message: str, detail=None, headers: dict | None = None) -> JSONResponse:
     body = {"success": False, "message": message, "data": None, "error": {"code": code, "detail": detail}}
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    return JSONResponse(body, status_code=status, headers=headers)
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return JSONResponse(body, status_code=status, headers=headers or None)
 
 
 def _errors(exc) -> list:
@@ -78,7 +80,7 @@ def _errors(exc) -> list:
 
 @app.exception_handler(ApiError)
 async def _api_error(request: Request, exc: ApiError):
-    return err(exc.status, exc.code, exc.message, exc.detail)
+    return err(exc.status, exc.code, exc.message, exc.detail, exc.headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -93,7 +95,12 @@ async def _validation_error(request: Request, exc: RequestValidationError):
 @app.exception_handler(StarletteHTTPException)
 async def _http_error(request: Request, exc: StarletteHTTPException):
     codes = {404: "not_found", 405: "method_not_allowed"}
-    return err(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:  # Allow: every method of the path (Starlette names only its first route's)
+        methods = {m for r in request.app.router.routes
+                   if getattr(r, "methods", None) and r.path_regex.match(request.url.path) for m in r.methods}
+        headers["Allow"] = ", ".join(sorted(methods))
+    return err(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail), headers=headers)
 
 
 @app.exception_handler(Exception)
@@ -122,15 +129,25 @@ def owner_of(request: Request) -> str:
 MAX_PAGE = 10**9
 
 
+def _query(request: Request, name: str) -> str | None:
+    """A query parameter given at most once (``?page=1&page=2`` is refused, not read as one of them)."""
+    values = request.query_params.getlist(name)
+    if len(values) > 1:
+        raise ApiError(422, "validation_error", f"{name} is given {len(values)} times; give it once", {"field": name})
+    return values[0] if values else None
+
+
+_DIGITS = re.compile(r"[0-9]{1,30}")  # ASCII digits only: int() would also take "1_0", " 5" and "５"
+
+
 def _page_args(request: Request) -> tuple[int, int]:
     def number(name: str, default: int, lo: int, hi: int | None) -> int:
-        raw = request.query_params.get(name)
+        raw = _query(request, name)
         if raw is None:
             return default
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ApiError(422, "validation_error", f"{name} must be an integer", {"field": name}) from None
+        if not _DIGITS.fullmatch(raw):
+            raise ApiError(422, "validation_error", f"{name} must be an integer", {"field": name})
+        value = int(raw)
         if value < lo or (hi is not None and value > hi):
             rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
             raise ApiError(422, "validation_error", f"{name} must be in {rng}", {"field": name})
@@ -333,11 +350,13 @@ async def create_job(request: Request):
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise ApiError(415, "unsupported_media_type", "send the job as application/json")
-    raw = await request.body()
+    raw = await _body_at_most(request, MAX_JSON_BODY)
     try:
         body = json.loads(raw or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise ApiError(400, "malformed_json", f"the request body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "malformed_json", "the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(422, "validation_error", "the request body must be a JSON object")
     from pydantic import ValidationError
@@ -350,10 +369,29 @@ async def create_job(request: Request):
         errors = _errors(exc)
         raise ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
                        errors) from None
+    except RecursionError:
+        raise ApiError(422, "validation_error", "the request body is nested too deeply") from None
     key = _idempotency_key(request)
     job, created = await svc.call("create_job", owner, body, key)
     return ok(job, "job created" if created else "job already exists for this Idempotency-Key",
               201 if created else 200)
+
+
+# A job request is a few KiB at most (options and a URL); a larger body is refused before it is buffered.
+MAX_JSON_BODY = 1024 * 1024
+
+
+async def _body_at_most(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "too_large", f"the request body is larger than the limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "too_large", f"the request body is larger than the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _job_or_404(job_id: str, owner: str):
@@ -363,8 +401,9 @@ def _job_or_404(job_id: str, owner: str):
     return rec
 
 
-# Status polling is the hot path: the replica keeps each job's serialised response for a moment instead of
-# reading SQLite and re-serialising on every request.  State is at most STATUS_TTL_S old.
+# Status polling is the hot path: the replica keeps a finished job's serialised response for a moment
+# instead of reading SQLite and re-serialising on every request.  Only finished jobs: their state no longer
+# changes, while an active job's must be current (a webhook receiver reads it the moment it hears "completed").
 STATUS_TTL_S = 0.25
 _status_cache: dict[str, tuple[float, str, bytes]] = {}
 
@@ -381,9 +420,11 @@ async def get_job(job_id: str, request: Request):
             raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
         body = json.dumps(Envelope(success=True, message="ok", data=service().store.to_response(rec)
                                    .model_dump(mode="json")).model_dump(mode="json")).encode()
-        if len(_status_cache) > 10000:
-            _status_cache.clear()
-        hit = _status_cache[job_id] = (now, rec.owner, body)
+        hit = (now, rec.owner, body)
+        if rec.status in TERMINAL:
+            if len(_status_cache) > 10000:
+                _status_cache.clear()
+            _status_cache[job_id] = hit
     if hit[1] != owner:  # someone else's job is indistinguishable from no job
         raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
     return Response(hit[2], media_type="application/json")
@@ -400,7 +441,7 @@ async def get_result(job_id: str, request: Request):
 async def list_jobs(request: Request):
     owner = owner_of(request)
     page, size = _page_args(request)
-    status = request.query_params.get("status")
+    status = _query(request, "status")
     if status is not None and status not in ("queued", "processing", "completed", "failed", "cancelled"):
         raise ApiError(422, "validation_error", f"status must be one of queued, processing, completed, failed, "
                                                 f"cancelled; got {status!r}", {"field": "status"})
@@ -412,7 +453,6 @@ async def list_jobs(request: Request):
 @app.post(f"{API}/jobs/{{job_id}}/cancel", tags=["jobs"])
 async def cancel_job(job_id: str, request: Request):
     job = await service().call("cancel_job", owner_of(request), job_id)
-    _status_cache.pop(job_id, None)
     if job["status"] == "cancelled":
         return ok(job, "job cancelled")
     return ok(job, "cancellation requested: the job is stopping", 202)
@@ -424,7 +464,36 @@ async def get_output(job_id: str, request: Request):
     if rec.status != "completed" or not rec.output_path or not Path(rec.output_path).exists():
         raise ApiError(409 if rec.status != "completed" else 404, "no_output",
                        f"job {job_id} has no output (status {rec.status})")
-    return FileResponse(rec.output_path, media_type="video/mp4", filename=f"{job_id}.mp4")
+    path = rec.output_path
+    size = Path(path).stat().st_size
+    whole = _WholeFileResponse if _ignored_range(request.headers.get("range"), size) else FileResponse
+    return whole(path, media_type="video/mp4", filename=f"{job_id}.mp4")
+
+
+def _ignored_range(header: str | None, size: int) -> bool:
+    """Whether a Range header is to be ignored (RFC 9110 14.2: an unknown unit or a range set that does not
+    parse is ignored and the whole file sent); raises the 416 envelope for ranges that all start past the end.
+    Starlette's FileResponse would answer both with a plain-text 400/416 outside the envelope."""
+    from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
+
+    if header is None:
+        return False
+    try:
+        FileResponse._parse_range_header(header, size)
+    except MalformedRangeHeader:
+        return True
+    except RangeNotSatisfiable:
+        raise ApiError(416, "range_not_satisfiable", f"the range {header!r} lies outside the file ({size} bytes)",
+                       {"size": size}, headers={"Content-Range": f"bytes */{size}"}) from None
+    return False
+
+
+class _WholeFileResponse(FileResponse):
+    """A FileResponse that does not see the request's Range header (it was found unusable)."""
+
+    async def __call__(self, scope, receive, send) -> None:
+        scope = {**scope, "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"range"]}
+        await super().__call__(scope, receive, send)
 
 
 @app.get(f"{API}/jobs/{{job_id}}/style.cube", tags=["jobs"])

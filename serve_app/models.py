@@ -30,12 +30,13 @@ class ApiError(Exception):
     """An error with an HTTP status, a machine-readable code and a message; the JobManager raises it and the
     app turns it into the error envelope (it crosses the actor boundary as the cause of a RayTaskError)."""
 
-    def __init__(self, status: int, code: str, message: str, detail=None) -> None:
+    def __init__(self, status: int, code: str, message: str, detail=None, headers: dict | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.detail = status, code, message, detail
+        self.headers = headers  # extra response headers (Allow, Content-Range, Retry-After)
 
     def __reduce__(self):
-        return (ApiError, (self.status, self.code, self.message, self.detail))
+        return (ApiError, (self.status, self.code, self.message, self.detail, self.headers))
 
 
 def utcnow() -> datetime:
@@ -50,7 +51,7 @@ class CreateJobRequest(_Strict):
     video_id: str = Field(min_length=1, max_length=64, description="the source video's id")
     template_video_id: str = Field(min_length=1, max_length=64, description="the style template video's id")
     options: Options | None = None
-    webhook_url: str | None = Field(None, max_length=2048,
+    webhook_url: str | None = Field(None, min_length=1, max_length=2048,
                                     description="POSTed the JobResponse when the job ends (completed/failed/cancelled)")
 
 

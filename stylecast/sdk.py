@@ -18,12 +18,12 @@ memory, and a download appears at its path only when complete.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -100,6 +100,17 @@ class Client:
         text = resp.text.strip().splitlines()[0][:200] if resp.text.strip() else resp.reason_phrase
         return ApiError(resp.status_code, "http_error", f"HTTP {resp.status_code}: {text}")
 
+    @staticmethod
+    def _path(collection: str, item_id: str, *rest: str) -> str:
+        """The API path of one video or job: the id percent-encoded, so an id with ``/``, ``?`` or ``..`` in it
+        names that (missing) item and never another endpoint."""
+        if not str(item_id):
+            raise StylecastError(f"an empty {collection[:-1]} id")
+        segment = quote(str(item_id), safe="")
+        if segment.strip(".") == "":  # "." and ".." would be resolved away as dot segments
+            segment = segment.replace(".", "%2E")
+        return "/".join((API, collection, segment, *rest))
+
     def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
         try:
             resp = self._http.request(method, path, **kwargs)
@@ -167,13 +178,13 @@ class Client:
         return self._data("POST", f"{API}/videos", content=body(), headers=headers)
 
     def get_video(self, video_id: str) -> dict:
-        return self._data("GET", f"{API}/videos/{video_id}")
+        return self._data("GET", self._path("videos", video_id))
 
     def list_videos(self, page: int = 1, page_size: int = 20) -> dict:
         return self._data("GET", f"{API}/videos", params={"page": page, "page_size": page_size})
 
     def delete_video(self, video_id: str) -> None:
-        self._data("DELETE", f"{API}/videos/{video_id}")
+        self._data("DELETE", self._path("videos", video_id))
 
     # ------------------------------------------------------------------------------------------ jobs
     def create_job(self, video_id: str, template_video_id: str, options: dict | None = None,
@@ -190,11 +201,11 @@ class Client:
 
     def get_job(self, job_id: str) -> dict:
         """The JobResponse: status, current_stage, progress, …"""
-        return self._data("GET", f"{API}/jobs/{job_id}")
+        return self._data("GET", self._path("jobs", job_id))
 
     def result(self, job_id: str) -> dict:
         """The JobDetailResponse: the job plus style_json, output_url, error, timings."""
-        return self._data("GET", f"{API}/jobs/{job_id}/result")
+        return self._data("GET", self._path("jobs", job_id, "result"))
 
     def list_jobs(self, page: int = 1, page_size: int = 20, status: str | None = None) -> dict:
         """One page: ``{items, page, page_size, total, pages}``, newest first."""
@@ -204,7 +215,7 @@ class Client:
         return self._data("GET", f"{API}/jobs", params=params)
 
     def cancel(self, job_id: str) -> dict:
-        return self._data("POST", f"{API}/jobs/{job_id}/cancel")
+        return self._data("POST", self._path("jobs", job_id, "cancel"))
 
     def wait(self, job_id: str, poll_s: float = 1.0, timeout_s: float | None = None,
              progress: StageProgress | None = None, outage_s: float = 120.0) -> dict:
@@ -251,11 +262,12 @@ class Client:
         if out.is_dir():
             raise StylecastError(f"{out}: is a directory")
         out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".part", dir=out.parent)
+        # Created like any file the user writes (mode from the umask; mkstemp's would be 0600), never reused.
+        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.part")
         try:
-            with os.fdopen(fd, "wb") as fh:
+            with open(tmp, "xb") as fh:
                 try:
-                    with self._http.stream("GET", f"{API}/jobs/{job_id}/output") as resp:
+                    with self._http.stream("GET", self._path("jobs", job_id, "output")) as resp:
                         if resp.status_code >= 400:
                             resp.read()
                             raise self._error(resp)
@@ -281,11 +293,11 @@ class Client:
 
     def style_cube(self, job_id: str) -> str:
         """The job's colour look as an Adobe/Resolve .cube LUT (text)."""
-        return self._request("GET", f"{API}/jobs/{job_id}/style.cube").text
+        return self._request("GET", self._path("jobs", job_id, "style.cube")).text
 
     def webhook_deliveries(self, job_id: str) -> list[dict]:
         """Every attempt to deliver the job's webhook, oldest first."""
-        return self._data("GET", f"{API}/jobs/{job_id}/webhook-deliveries")
+        return self._data("GET", self._path("jobs", job_id, "webhook-deliveries"))
 
 
 __all__ = ["Client", "ApiError", "ServerUnreachable", "DEFAULT_SERVER", "TERMINAL"]

@@ -186,6 +186,14 @@ def test_cli_errors_are_one_line(server, clips, tmp_path):
     assert "unreachable" in line
     assert "no such file" in one_line_error(cli(server, "submit", str(tmp_path / "nope.mp4"), str(clips[1])))
     assert "options" in one_line_error(cli(server, "submit", str(clips[0]), str(clips[1]), "--options", "{bad"))
+    # An id is one path segment: "../videos" or "x?y" name a (missing) job, never another endpoint.
+    for weird in ("../videos", "x?y", "..", "a/b", "%2e%2e"):
+        p = cli(server, "status", weird)
+        line = one_line_error(p)  # exit 1, one line
+        assert "does not exist" in line or "not found" in line.lower(), (weird, line)
+        assert p.stdout == "", weird  # nothing else was read and printed as if it were the job
+    assert "does not exist" in one_line_error(cli(server, "cancel", "x?y"))
+    assert "empty" in one_line_error(cli(server, "status", ""))
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
     assert "bad.mp4" in one_line_error(cli(server, "-q", "submit", str(bad), str(clips[1])))
@@ -243,6 +251,9 @@ def test_sdk_wait_download_cube_deliveries_idempotency(client, clips, tmp_path):
     assert out.exists() and probe(out).display_width == 160
     assert got[-1] == (out.stat().st_size, out.stat().st_size)
     assert [f.name for f in out.parent.iterdir()] == ["o.mp4"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o666 & ~umask  # like any file the user writes, not mkstemp's 0600
 
     cube = client.style_cube(job["job_id"])
     assert "LUT_3D_SIZE" in cube
@@ -314,6 +325,14 @@ RAY_SCRIPT = textwrap.dedent("""
 
 def test_ray_client_submits_straight_to_the_job_manager(server, client, clips, tmp_path):
     assert server["ray_address"], "the embedded Ray's GCS port was not found under RAY_TMPDIR"
+    # An id is one path segment: "../videos" or "x?y" name a (missing) job, never another endpoint.
+    for weird in ("../videos", "x?y", "..", "a/b", "%2e%2e"):
+        p = cli(server, "status", weird)
+        line = one_line_error(p)  # exit 1, one line
+        assert "does not exist" in line or "not found" in line.lower(), (weird, line)
+        assert p.stdout == "", weird  # nothing else was read and printed as if it were the job
+    assert "does not exist" in one_line_error(cli(server, "cancel", "x?y"))
+    assert "empty" in one_line_error(cli(server, "status", ""))
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 4096)
     p = subprocess.run([sys.executable, "-c", RAY_SCRIPT, server["ray_address"], str(clips[0]), str(clips[1]),

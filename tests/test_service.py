@@ -430,8 +430,14 @@ def test_output_range(a, lifecycle, output_bytes):
         assert r.status_code == 206, (rng, r.status_code)
         assert r.headers["content-range"] == f"bytes {lo}-{hi}/{n}", rng
         assert r.content == output_bytes[lo:hi + 1], rng
+    # A range past the end: 416 in the envelope, with the size (RFC 9110 15.5.17).
     r = c.get(f"{API}/jobs/{job_id}/output", headers={"Range": f"bytes={n + 10}-{n + 20}"})
-    assert r.status_code == 416
+    assert_error(r, 416, "range_not_satisfiable")
+    assert r.headers["content-range"] == f"bytes */{n}"
+    # A Range that does not parse, or in another unit, is ignored: the whole file (RFC 9110 14.2).
+    for rng in ("bytes=abc", "bytes=5-1", "bytes=1e3-", "items=0-5", "bytes"):
+        r = c.get(f"{API}/jobs/{job_id}/output", headers={"Range": rng})
+        assert r.status_code == 200 and r.content == output_bytes, rng
     # HEAD: what download managers ask first (the size, and that ranges work), without the body
     r = c.head(f"{API}/jobs/{job_id}/output")
     assert r.status_code == 200 and r.content == b""
@@ -489,7 +495,9 @@ def test_unknown_ids_are_404(a):
         assert_error(c.get(f"{API}/jobs/job_nope/{suffix}"), 404, "job_not_found")
     assert_error(c.post(f"{API}/jobs/job_nope/cancel"), 404, "job_not_found")
     assert_error(c.get(f"{API}/nothing-here"), 404)
-    assert_error(c.put(f"{API}/jobs"), 405)
+    r = c.put(f"{API}/jobs")
+    assert_error(r, 405)
+    assert set(r.headers["allow"].replace(" ", "").split(",")) == {"GET", "POST"}  # RFC 9110 15.5.6
 
 
 def test_job_body_errors(a, videos):
@@ -516,6 +524,15 @@ def test_job_body_errors(a, videos):
     assert_error(c.post(url, json={**good, "video_id": "vid_nope"}), 404, "video_not_found")
     assert_error(c.post(url, json={**good, "webhook_url": "ftp://example.com/x"}), 422, "invalid_webhook_url")
     assert_error(c.post(url, json=good, headers={"Idempotency-Key": "k" * 256}), 422)
+    assert_error(c.post(url, json={**good, "webhook_url": ""}), 422)  # not a URL: never silently no webhook
+    # Nested past what a parser follows: a client error, not a 500.
+    deep_options = json.dumps({k: v for k, v in good.items() if k != "options"})[:-1] + ', "options": ' \
+        + '{"x": ' * 3000 + "{}" + "}" * 3000 + "}"
+    for deep in ("[" * 100_000 + "]" * 100_000, deep_options):
+        assert_error(c.post(url, content=deep, headers={"content-type": "application/json"}), 400, "malformed_json")
+    # A body far larger than any job request is refused before it is buffered.
+    huge = json.dumps({**good, "webhook_url": "https://example.com/" + "a" * 2_000_000})
+    assert_error(c.post(url, content=huge, headers={"content-type": "application/json"}), 413, "too_large")
     assert data(c.get(url))["total"] == before  # nothing was created
     assert data(c.get("/healthz"))["status"] == "ok"
 
@@ -605,11 +622,24 @@ def test_list_jobs_pagination_and_filter(a, lifecycle):
         assert_error(c.get(f"{API}/jobs", params=bad), 422, "validation_error")
         assert_error(c.get(f"{API}/videos", params=bad), 422, "validation_error")
     assert_error(c.get(f"{API}/jobs", params={"status": "done"}), 422, "validation_error")
+    # Strict query parameters: ASCII digits only, and each given once (not "whichever came last").
+    for query in ("page_size=1_0", "page=%EF%BC%95", "page=%205", "page=%2B5", "page=1&page=abc", "page=abc&page=1",
+                  "status=bogus&status=queued", "page=1&page=1"):
+        assert_error(c.get(f"{API}/jobs?{query}"), 422, "validation_error")
+    assert_error(c.get(f"{API}/videos?page_size=1_0"), 422, "validation_error")
     done = data(c.get(f"{API}/jobs", params={"status": "completed", "page_size": 100}))
     assert done["total"] >= 1 and all(j["status"] == "completed" for j in done["items"])
     assert lifecycle["created"]["job_id"] in {j["job_id"] for j in done["items"]}
     assert done["total"] == sum(j["status"] == "completed" for j in all_jobs["items"])
-    wait_job(c, extra["job_id"])
+    # While a job runs its status is read fresh: once /result says it completed (as its webhook does), the
+    # status endpoint, polled all along, says so too.
+    while True:
+        polled = data(c.get(f"{API}/jobs/{extra['job_id']}"))["status"]
+        result = data(c.get(f"{API}/jobs/{extra['job_id']}/result"))["status"]
+        if result in ("completed", "failed"):
+            assert data(c.get(f"{API}/jobs/{extra['job_id']}"))["status"] == result, polled
+            break
+        time.sleep(0.02)
 
 
 # ------------------------------------------------------------------------------------------------ cancel
