@@ -145,8 +145,6 @@ class Pipeline:
             t = time.perf_counter()
             progress("style_extraction", 0, 1)
             style: StyleJSON = self._get(self.extractor.extract.remote(analyses["template"]), should_stop)
-            if style_json_path:
-                write_json_atomic(style_json_path, style.model_dump(mode="json"))
             progress("style_extraction", 1, 1)
             timings["style_extraction"] = time.perf_counter() - t
 
@@ -185,6 +183,8 @@ class Pipeline:
                     ray.wait([join], timeout=STOP_WAIT_S)
                     raise
             timings["rendering"] = time.perf_counter() - t
+            if style_json_path:  # last: a job that fails or is stopped leaves no file behind
+                write_json_atomic(style_json_path, style.model_dump(mode="json"))
             return PipelineResult(out_path, style, plan, timings, nodes, work)
         finally:
             try:

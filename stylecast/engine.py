@@ -124,13 +124,13 @@ def run(
     style = extract_style(template_analysis)
     if progress:
         progress("style_extraction", 1, 1)
-    if style_json_path:
-        write_json_atomic(style_json_path, style.model_dump(mode="json"))
     timings["style_extraction"] = time.perf_counter() - t
     t = time.perf_counter()
     path, plan = apply(source_analysis, style, out_path, options, chunk_seconds=chunk_seconds, workers=workers,
                        progress=progress)
     timings["plan_and_render"] = time.perf_counter() - t
+    if style_json_path:  # last: a run that fails or is stopped leaves no file behind (the output neither)
+        write_json_atomic(style_json_path, style.model_dump(mode="json"))
     return RunResult(path, style, plan, timings)
 
 

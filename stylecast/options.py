@@ -15,7 +15,7 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 class TransferOptions(BaseModel):
     """Which parts of the template's style to apply.  Everything is on by default."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     color: bool = Field(True, description="chroma: the template's colour balance and palette (a*, b*)")
     tone: bool = Field(True, description="lightness: the template's contrast curve and exposure (L*)")
@@ -35,7 +35,7 @@ MAX_OUTPUT_SIDE = {"width": 7680, "height": 4320}
 class OutputOptions(BaseModel):
     """Output encoding.  Width/height default to the source's display size; fps to the source's rate."""
 
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     width: int | None = Field(None, ge=MIN_OUTPUT_SIDE, le=MAX_OUTPUT_SIDE["width"],
                               description="pixels; rounded down to even")
@@ -47,7 +47,7 @@ class OutputOptions(BaseModel):
 
 
 class Options(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
     transfer: TransferOptions = Field(default_factory=TransferOptions)
     strength: float = Field(1.0, ge=0.0, le=1.0, description="0 = keep the source's look, 1 = the template's look")

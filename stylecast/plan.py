@@ -235,7 +235,9 @@ def output_spec(source: VideoAnalysis, style: StyleJSON | None, options: Options
                                f"{p.display_width}x{p.display_height} source; set output.{other} too")
     else:
         w, h = p.display_width, p.display_height
-    fps = o.fps or (p.fps if not p.is_vfr else round(p.fps))
+    # A variable-rate source renders at its average rate, rounded (at least 1 fps: a slideshow averaging
+    # 0.4 fps would round to 0).
+    fps = o.fps or (p.fps if not p.is_vfr else max(1, round(p.fps)))
     letterbox = (0, 0, 0, 0)
     if options.transfer.framing and style is not None and style.framing is not None:
         lb = style.framing.letterbox

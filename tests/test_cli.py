@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -239,12 +240,13 @@ BAD_OPTIONS = [
     ('{"transfer":', ["json"]),
     ("[1, 2]", ["object"]),
     ("@/nonexistent/opts.json", ["/nonexistent/opts.json"]),
+    ('{"max_duration_s": Infinity}', ["max_duration_s", "finite"]),
 ]
 
 
 @pytest.mark.parametrize("command", ["run", "apply"])
 @pytest.mark.parametrize("options,words", BAD_OPTIONS, ids=["unknown-key", "out-of-range", "bad-enum", "malformed",
-                                                            "not-object", "missing-file"])
+                                                            "not-object", "missing-file", "infinite"])
 def test_bad_options_are_refused_before_any_work(command, options, words, src, tpl, extracted, tmp_path, capsys):
     out_dir = tmp_path / "out"
     out = out_dir / "o.mp4"
@@ -256,6 +258,17 @@ def test_bad_options_are_refused_before_any_work(command, options, words, src, t
     assert rc == 1
     assert stdout == ""
     assert_one_line_error(err, *words)
+    assert_empty_dir(out_dir)
+
+
+@pytest.mark.parametrize("options", ['{"output": {"width": 8}}', '{"max_duration_s": 0.001}'])
+def test_run_that_fails_after_the_analysis_leaves_no_style_json(options, src, tpl, tmp_path, capsys):
+    """Options that only the plan can refuse (too small, shorter than a frame): nothing is left behind."""
+    out_dir = tmp_path / "out"
+    rc, stdout, err = call(capsys, "run", src.path, tpl.path, "-o", out_dir / "o.mp4",
+                           "--style-json", out_dir / "s.json", "--options", options)
+    assert rc == 1 and stdout == ""
+    assert_one_line_error(err)
     assert_empty_dir(out_dir)
 
 
@@ -427,6 +440,24 @@ def test_run_refuses_style_json_over_an_input(src, tpl, tmp_path, capsys):
     assert sha(victim) == before, "the source was overwritten"
     assert rc == 1
     assert_one_line_error(err, "overwrite")
+
+
+def test_outputs_never_replace_a_pipe_or_device(src, tpl, tmp_path, capsys):
+    """Outputs are renamed into place: where a FIFO (or /dev/null, as root) stands, that would replace it."""
+    import stat
+
+    pipe = tmp_path / "pipe.mp4"
+    os.mkfifo(pipe)
+    cases = [("extract", tpl.path, "-o", pipe),
+             ("extract", tpl.path, "-o", tmp_path / "s.json", "--cube", pipe),
+             ("run", src.path, tpl.path, "-o", pipe),
+             ("run", src.path, tpl.path, "-o", tmp_path / "o.mp4", "--style-json", pipe)]
+    for args in cases:
+        rc, _, err = call(capsys, *args)
+        assert rc == 1, args
+        assert_one_line_error(err, "not a regular file")
+        assert stat.S_ISFIFO(pipe.stat().st_mode), args
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe.mp4"]  # nothing else written
 
 
 def test_output_in_a_new_directory_is_made_or_clearly_refused(src, tpl, tmp_path, capsys):

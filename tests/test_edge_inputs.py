@@ -148,3 +148,45 @@ def test_unreadable_option_files_and_chunk_lengths_get_one_line(clips, tmp_path,
         assert "--chunk-seconds" in capsys.readouterr().err
     assert main(["analyze", str(tmp_path)]) == 1
     assert capsys.readouterr().err.strip() == f"stylecast: error: {tmp_path}: is a directory, not a video file"
+
+
+def test_a_clip_trimmed_without_reencoding_starts_where_its_edit_list_says(tmp_path):
+    """``ffmpeg -ss T -c copy`` keeps the keyframe's GOP head and an edit list that drops it: the packets
+    before the cut are in the file but never shown, so they are not part of the timeline."""
+    from fractions import Fraction
+
+    import av
+    import numpy as np
+
+    from stylecast.media.decode import read_frames
+
+    whole = tmp_path / "whole.mp4"
+    with av.open(str(whole), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"crf": "18", "preset": "ultrafast", "x264-params": "keyint=60:bframes=0"}
+        for i in range(60):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i, np.uint8), format="rgb24")
+            f.pts = i
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    trimmed = tmp_path / "trimmed.mp4"
+    with av.open(str(whole)) as src, av.open(str(trimmed), "w") as dst:
+        ist = src.streams.video[0]
+        ost = dst.add_stream_from_template(ist)
+        shift = int(Fraction(20, 30) / ist.time_base)  # the first 20 frames come before time 0
+        for packet in src.demux(ist):
+            if packet.dts is None:
+                continue
+            packet.pts -= shift
+            packet.dts -= shift
+            packet.stream = ost
+            dst.mux(packet)
+    info = probe(trimmed)
+    assert info.frame_count == 40 and info.start_time_s == 0.0
+    assert math.isclose(info.duration_s, 40 / 30)
+    times, frames = read_frames(trimmed)
+    assert len(times) == 40 and times[0] == 0.0
+    assert abs(int(frames[0].mean()) - 80) <= 2  # frame 20 of the whole clip is the first one shown

@@ -327,3 +327,29 @@ def test_pictures_made_ahead_arrive_in_order_and_errors_and_early_stops_reach_th
     assert next(gen)[0] == 0
     gen.close()
     assert threading.active_count() == before
+
+
+def test_a_slideshow_averaging_under_half_a_frame_per_second_renders(tmp_path, template_style):
+    """Four pictures at 0, 1, 10 and 11 s: a variable rate that rounds to 0 fps; it renders at 1 fps."""
+    from fractions import Fraction
+
+    import av
+
+    path = tmp_path / "slideshow.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=1)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.codec_context.time_base = Fraction(1, 10)
+        s.options = {"crf": "18", "preset": "ultrafast"}
+        for k, p in enumerate((0, 10, 100, 110)):
+            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 50 * k, np.uint8), format="rgb24")
+            f.pts = p
+            for packet in s.encode(f):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    info = probe(path)
+    assert info.is_vfr and round(info.fps) == 0
+    out, plan = engine.apply(path, template_style[0], tmp_path / "o.mp4", Options.model_validate(LOOK_ONLY))
+    assert plan.output.fps == 1
+    assert probe(out).frame_count == plan.output.frame_count >= 10

@@ -1,12 +1,14 @@
 """The encoder: I420 in, BT.709-tagged H.264 out; buffers may be reused; RGB round trip."""
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
 
 from stylecast.media.decode import read_frames
-from stylecast.media.encode import SegmentEncoder, join_segments
+from stylecast.media.encode import SegmentEncoder, fps_fraction, join_segments
 
 
 def _flat_i420(h: int, w: int, y: int, u: int, v: int, out: np.ndarray | None = None) -> np.ndarray:
@@ -251,3 +253,12 @@ def test_range_decode_skips_only_frames_before_the_range(tmp_path):
         assert [f.time_s for f in got] == [f.time_s for f in want]
         for a, b in zip(got, want):
             assert all(np.array_equal(p, q) for p, q in zip(a.planes, b.planes)), (t0, a.time_s)
+
+
+@pytest.mark.parametrize("fps,exact", [(25.0, Fraction(25)), (30000 / 1001, Fraction(30000, 1001)),
+                                       (29.97, Fraction(30000, 1001)), (23.976, Fraction(24000, 1001)),
+                                       (12.5, Fraction(25, 2)), (7.5, Fraction(15, 2)), (0.5, Fraction(1, 2)),
+                                       (59.94, Fraction(60000, 1001))])
+def test_fps_fraction_keeps_simple_rates_and_the_ntsc_family(fps, exact):
+    # 12.5 fps as 12512/1001 would put picture and sound 0.14 s apart after an hour.
+    assert fps_fraction(fps) == exact

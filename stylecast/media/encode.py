@@ -12,6 +12,7 @@ import contextlib
 import functools
 import os
 import platform
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -68,11 +69,13 @@ def gop_frames(fps: float) -> int:
 
 
 def fps_fraction(fps: float) -> Fraction:
-    """An exact rate for a float fps: 29.97 → 30000/1001, 25.0 → 25."""
+    """An exact rate for a float fps: 29.97 → 30000/1001, 25.0 → 25, 12.5 → 25/2."""
     # 1e-4 relative: 24000/1001 must not become 24 (they differ by 1e-3), 29.97 must become 30000/1001.
-    for den in (1, 1001):
+    # Between them, rates that ARE a simple fraction (12.5, 7.5) keep it: the 1001 family is near enough to
+    # them too (12512/1001), and picture and sound would drift apart (0.14 s an hour at 12.5 fps).
+    for den, tolerance in ((1, 1e-4), (2, 1e-9), (4, 1e-9), (5, 1e-9), (8, 1e-9), (10, 1e-9), (1001, 1e-4)):
         num = round(fps * den)
-        if num > 0 and abs(num / den - fps) < 1e-4 * fps:
+        if num > 0 and abs(num / den - fps) < tolerance * fps:
             return Fraction(num, den)
     return Fraction(fps).limit_denominator(1001)
 
@@ -94,6 +97,7 @@ def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffi
             raise MediaError(f"{out}: the output would overwrite {other}")
     if out.is_dir():
         raise MediaError(f"{out}: is a directory")
+    _check_replaceable(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".check"):
@@ -102,6 +106,17 @@ def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffi
         where = exc.filename or out.parent
         raise MediaError(f"cannot write {out}: {where}: {exc.strerror or type(exc).__name__}") from None
     return out
+
+
+def _check_replaceable(out: Path) -> None:
+    """Outputs are renamed into place, which would put a regular file where a device or a pipe stood
+    (``-o /dev/null`` run as root would replace the device): those are refused."""
+    try:
+        mode = out.stat().st_mode
+    except OSError:  # not there (or not reachable): nothing would be replaced
+        return
+    if not stat.S_ISREG(mode):
+        raise MediaError(f"{out}: not a regular file (a device, pipe or socket); give a file path")
 
 
 @contextlib.contextmanager
@@ -115,6 +130,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         yield tmp
+        _check_replaceable(path)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):

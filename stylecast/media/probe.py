@@ -133,19 +133,24 @@ def _probe_open(container: av.container.InputContainer, path: Path, size: int) -
     tb = stream.time_base or Fraction(1, 90000)
 
     pts: list[int] = []
+    readable = 0  # packets read, with those the container says to drop (they count in stream.frames)
     damaged = False
     try:
         for packet in container.demux(stream):
             if packet.pts is not None and packet.size > 0:
-                pts.append(packet.pts)
+                readable += 1
+                # An edit list can start the timeline after the first keyframe (``ffmpeg -ss T -c copy`` keeps
+                # the GOP's head to decode from): the decoder drops those frames, so they are not shown.
+                if not packet.is_discard:
+                    pts.append(packet.pts)
     except av.FFmpegError as exc:
         if not pts:
             raise MediaError(f"{path.name}: cannot read video packets ({_reason(exc)})") from None
         damaged = True
     declared = int(stream.frames or 0)
-    if damaged or (declared and len(pts) < declared):
+    if damaged or (declared and readable < declared):
         raise MediaError(f"{path.name}: the file is truncated or damaged "
-                         f"({len(pts)} of {declared or 'an unknown number of'} video frames are readable)")
+                         f"({readable} of {declared or 'an unknown number of'} video frames are readable)")
     if not pts:
         raise MediaError(f"{path.name}: the video stream has no frames")
     pts_arr = np.unique(np.asarray(pts, dtype=np.int64))
