@@ -198,7 +198,14 @@ class ColorStats(BaseModel):
     @model_validator(mode="after")
     def _shapes(self) -> ColorStats:
         _check_shape("cov", self.cov, 3, 3)
+        # Shots are compared level by level (the plan stacks their quantiles): every one is on the same grid.
+        if len(self.quantile_levels) != len(QUANTILE_LEVELS) or not np.allclose(self.quantile_levels,
+                                                                                 QUANTILE_LEVELS, atol=1e-9):
+            raise ValueError(f"quantile_levels must be the {len(QUANTILE_LEVELS)} levels stylecast measures "
+                             f"({QUANTILE_LEVELS[0]}, {QUANTILE_LEVELS[1]}, ..., {QUANTILE_LEVELS[-1]})")
         _check_shape("quantiles", self.quantiles, 3, len(self.quantile_levels))
+        check_percentile_keys("luma_percentiles", self.luma_percentiles, LUMA_PERCENTILES)
+        check_percentile_keys("chroma_percentiles", self.chroma_percentiles, CHROMA_PERCENTILES)
         if self.chroma_by_luma:
             _check_shape("chroma_by_luma", self.chroma_by_luma, len(self.chroma_by_luma), 3)
         return self
@@ -388,6 +395,16 @@ def merge_stats(stats: Sequence[ColorStats]) -> ColorStats:
 def _check_shape(name: str, rows: list[list[float]], n_rows: int, n_cols: int) -> None:
     if len(rows) != n_rows or any(len(r) != n_cols for r in rows):
         raise ValueError(f"{name} must be {n_rows} rows of {n_cols} values")
+
+
+def check_percentile_keys(name: str, values: dict[str, float], percentiles: tuple[int, ...]) -> None:
+    """``values`` must be keyed by exactly ``p<percentile>`` for each of ``percentiles`` (what is measured)."""
+    expected = {f"p{p}" for p in percentiles}
+    if set(values) != expected:
+        missing, unknown = sorted(expected - set(values)), sorted(set(values) - expected)
+        raise ValueError(f"{name} must have the keys {', '.join(f'p{p}' for p in percentiles)}"
+                         + (f"; missing {', '.join(missing)}" if missing else "")
+                         + (f"; unknown {', '.join(unknown)}" if unknown else ""))
 
 
 class ToneCurve(BaseModel):

@@ -29,6 +29,9 @@ from stylecast.synth_video import shake_offsets
 
 PLAN_VERSION = 1
 MAX_OVERSCAN = 1.3  # synthetic moves may zoom in at most 30% to hide borders; faster moves are damped
+# A synthetic zoom changes the picture's scale at most this much over one segment (a long shot at a template's
+# zoom rate would otherwise end magnified hundreds of times, and a wild rate would overflow); faster are damped.
+MAX_ZOOM_RANGE = 8.0
 MIN_SEGMENT_S = 0.2
 AUDIO_CROSSFADE_S = 0.02
 
@@ -426,7 +429,10 @@ def _motion_effects(style: StyleJSON | None, options: Options, lengths: list[flo
                     aspect: float = 16 / 9) -> list[MotionEffect]:
     if not options.transfer.motion or style is None or style.motion is None or not style.motion.kind_fractions:
         return [MotionEffect() for _ in lengths]
-    kinds = _diffuse(style.motion.kind_fractions, lengths)
+    shares = {k: v for k, v in style.motion.kind_fractions.items() if v > 0}  # a kind at 0 is never chosen
+    if not shares:
+        return [MotionEffect() for _ in lengths]
+    kinds = _diffuse(shares, lengths)
     effects = []
     s = options.strength
     for i, kind in enumerate(kinds):
@@ -478,7 +484,8 @@ def fit_overscan(effect: MotionEffect, duration: float, out: OutputSpec, src_siz
             "pan_x": effect.pan_x * damp, "pan_y": effect.pan_y * damp, "zoom_rate": effect.zoom_rate * damp,
             "rotation_deg_s": effect.rotation_deg_s * damp, "shake_amp": effect.shake_amp * damp,
         })
-        if not _corners_inside(e.model_copy(update={"overscan": MAX_OVERSCAN}), duration, out, src_size):
+        if abs(e.zoom_rate) * duration > math.log(MAX_ZOOM_RANGE) or \
+                not _corners_inside(e.model_copy(update={"overscan": MAX_OVERSCAN}), duration, out, src_size):
             continue
         lo, hi = 1.0, MAX_OVERSCAN
         for _ in range(14):

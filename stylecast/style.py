@@ -17,7 +17,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from stylecast import __version__
-from stylecast.color import ColorStats, ColorTransfer, fit_transfer, merge_stats, neutral_reference_stats, transfer_lut
+from stylecast.color import (CHROMA_PERCENTILES, LUMA_PERCENTILES, ColorStats, ColorTransfer, check_percentile_keys,
+                             fit_transfer, merge_stats, neutral_reference_stats, transfer_lut)
 
 SCHEMA_VERSION = "1.0"
 GROUPS = ("color", "tone", "pacing", "transitions", "motion", "audio", "framing")
@@ -92,6 +93,12 @@ class ToneGroup(_Model):
     key: Literal["low", "normal", "high"] = Field(description="low-key (median L* < 35), high-key (> 65)")
     saturation_mean: float = Field(description="mean chroma C*ab")
     chroma_percentiles: dict[str, float]
+
+    @model_validator(mode="after")
+    def _percentile_keys(self) -> ToneGroup:
+        check_percentile_keys("luma_percentiles", self.luma_percentiles, LUMA_PERCENTILES)
+        check_percentile_keys("chroma_percentiles", self.chroma_percentiles, CHROMA_PERCENTILES)
+        return self
 
 
 # --------------------------------------------------------------------------------------------------- pacing

@@ -297,6 +297,9 @@ def _style_variant(extracted, tmp_path: Path, name: str, mutate) -> Path:
     ("ragged-cov", ["bad_style.json", "color.template", "cov"]),
     ("short-quantiles", ["bad_style.json", "color.shots", "quantiles"]),
     ("binary", ["bad_style.json", "not a StyleJSON file"]),
+    ("renamed-percentile", ["bad_style.json", "color.template", "luma_percentiles", "median"]),
+    ("missing-tone-percentile", ["bad_style.json", "tone", "chroma_percentiles", "p5"]),
+    ("other-quantile-levels", ["bad_style.json", "color.shots", "quantile_levels"]),
 ])
 def test_invalid_style_file_is_refused(case, words, extracted, src, tmp_path, capsys):
     def mutate(doc):
@@ -329,6 +332,14 @@ def test_invalid_style_file_is_refused(case, words, extracted, src, tmp_path, ca
             doc["color"]["template"]["cov"][2] = [1.0, 2.0]
         elif case == "short-quantiles":
             doc["color"]["shots"][0]["quantiles"][0] = doc["color"]["shots"][0]["quantiles"][0][:5]
+        elif case == "renamed-percentile":
+            doc["color"]["template"]["luma_percentiles"]["median"] = doc["color"]["template"]["luma_percentiles"].pop("p50")
+        elif case == "missing-tone-percentile":
+            del doc["tone"]["chroma_percentiles"]["p5"]
+        elif case == "other-quantile-levels":  # consistent in itself, but not comparable with other shots
+            shot = doc["color"]["shots"][0]
+            shot["quantile_levels"] = shot["quantile_levels"][1:]
+            shot["quantiles"] = [q[1:] for q in shot["quantiles"]]
         elif case == "binary":
             return "placeholder"  # replaced below by bytes that are not UTF-8
         return None

@@ -166,3 +166,28 @@ def test_only_perceptible_moves_are_applied(moving_job):
             assert e.is_identity
         else:
             assert e.pan_x == pytest.approx(typical.pan_x) and e.zoom_rate == pytest.approx(0.3)
+
+
+def test_hand_edited_motion_renders_or_stays_still(moving_job, source_clip, tmp_path):
+    """Valid but odd motion groups: kinds listed at share 0 (and without typical parameters) are never
+    chosen; a wild zoom rate is damped to at most MAX_ZOOM_RANGE over a segment instead of overflowing."""
+    import math
+
+    from stylecast.plan import MAX_ZOOM_RANGE, _motion_effects
+
+    style, _, _ = moving_job
+    zero = style.motion.model_copy(update={"kind_fractions": {k: 0.0 for k in style.motion.kind_fractions},
+                                           "typical": {}})
+    zero_style = StyleJSON.model_validate(style.model_copy(update={"motion": zero}).model_dump(mode="json"))
+    assert all(e.is_identity for e in _motion_effects(zero_style, Options(), [1.0, 2.0, 0.5]))
+
+    wild = style.motion.model_copy(update={"typical": {
+        k: p.model_copy(update={"zoom_rate": 1000.0}) for k, p in style.motion.typical.items()}})
+    wild_style = StyleJSON.model_validate(style.model_copy(update={"motion": wild}).model_dump(mode="json"))
+    opts = Options.model_validate({"output": {"width": 96, "preset": "ultrafast"}})
+    for doc in (zero_style, wild_style):
+        out, plan = engine.apply(source_clip.path, doc, tmp_path / "o.mp4", opts)
+        for seg in plan.segments:
+            duration = seg.n_frames / plan.output.fps
+            assert abs(seg.motion.zoom_rate) * duration <= math.log(MAX_ZOOM_RANGE) + 1e-9
+            assert 1.0 <= seg.motion.overscan <= 1.3 + 1e-6
