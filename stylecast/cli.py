@@ -73,6 +73,15 @@ def _positive_float(text: str) -> float:
 
 
 MIN_CHUNK_S = 0.1
+DEMO_SECONDS = (1.0, 120.0)  # the clips are drawn in memory (about 9 MB a second each at 480x270)
+
+
+def _demo_seconds(text: str) -> float:
+    value = _positive_float(text)
+    lo, hi = DEMO_SECONDS
+    if not lo <= value <= hi:
+        raise argparse.ArgumentTypeError(f"must be {lo:g}..{hi:g} s, got {text}")
+    return value
 
 
 def _chunk_seconds(text: str) -> float:
@@ -205,7 +214,8 @@ def cmd_demo(args) -> int:
 
     directory = Path(args.dir)
     progress = ProgressPrinter(enabled=not args.quiet)
-    print(f"making demo clips in {directory} …", file=sys.stderr)
+    if not args.quiet:
+        print(f"making demo clips in {directory} …", file=sys.stderr)
     source, template = demo_clips(directory, seconds=args.seconds)
     out = directory / "demo_output.mp4"
     style_path = directory / "demo_style.json"
@@ -436,7 +446,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="make a neutral source and a graded, fast-cut template, and run a job")
     p.add_argument("--dir", default="stylecast-demo", help="where the clips and the output go")
-    p.add_argument("--seconds", type=_positive_float, default=8.0)
+    p.add_argument("--seconds", type=_demo_seconds, default=8.0,
+                   help=f"length of the demo clips, {DEMO_SECONDS[0]:g}..{DEMO_SECONDS[1]:g} s (default 8)")
     p.add_argument("--options", metavar="JSON|@file")
     chunk_arg(p)
     ray_args(p)

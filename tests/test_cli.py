@@ -372,6 +372,22 @@ def test_demo_runs_and_says_where_its_outputs_are(tmp_path, capsys):
         assert probe(report[key]).duration_s == pytest.approx(3.0, abs=0.1)
 
 
+@pytest.mark.parametrize("seconds", ["0.01", "121", "1e6"])
+def test_demo_lengths_it_cannot_make_are_refused_up_front(seconds, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        call(capsys, "demo", "--dir", tmp_path / "d", "--seconds", seconds)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "--seconds" in err and "1..120" in err and "Traceback" not in err
+    assert not (tmp_path / "d").exists()
+
+
+def test_quiet_demo_prints_only_its_report(tmp_path, capsys):
+    rc, stdout, err = call(capsys, "-q", "demo", "--dir", tmp_path / "d", "--seconds", "1",
+                           "--options", '{"output": {"width": 96, "preset": "ultrafast"}}')
+    assert rc == 0 and err == ""
+    assert Path(json.loads(stdout)["output"]).exists()
+
+
 # ------------------------------------------------------------------------------------------------ error style
 def test_error_is_one_line_without_debug_and_a_traceback_with_it(src, tmp_path):
     missing = tmp_path / "no_such_template.mp4"
