@@ -8,6 +8,7 @@ job that is already running speeds up when a node joins.
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections import deque
@@ -21,7 +22,9 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCan
 from stylecast.errors import CancelledError, StylecastError
 
 MAX_ATTEMPTS = 3  # per chunk, counting only attempts lost to dead workers or nodes
-START_TIMEOUT_S = 120.0  # a pool with no worker that starts within this long fails the job
+# A pool with no worker started within this long fails the job if no node could ever host one; where nodes
+# could but other jobs hold their CPUs (another driver's pools), the job waits for them instead.
+START_TIMEOUT_S = 120.0
 STOP_WAIT_S = 10.0  # after a cancel or a failure, how long in-flight chunks get to notice the flag and stop
 
 _LOST = (RayActorError,)
@@ -57,6 +60,14 @@ class ActorPool:
     node_of: dict = field(default_factory=dict)  # actor id -> node id
     _last_refresh: float = 0.0
     _lock: threading.RLock = field(default_factory=threading.RLock)
+
+    def worker_cpus(self) -> float:
+        return float(getattr(self.actor_cls, "_default_options", {}).get("num_cpus", 1.0) or 0.0)
+
+    def can_ever_start(self) -> bool:
+        """Whether some live node has the CPUs one worker asks for (free or not)."""
+        need = self.worker_cpus()
+        return any(n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0.0)) >= need for n in ray.nodes())
 
     def target(self, nodes: list[dict] | None = None) -> int:
         n = max(1, int(live_cpus(nodes) * self.per_cpu + 1e-9))
@@ -153,6 +164,7 @@ def run_chunks(
     attempts: dict = {}
     results: dict = {}
     waiting_since = time.monotonic()
+    warned = False
 
     def cancel_all() -> None:
         if on_cancel is not None:
@@ -179,7 +191,13 @@ def run_chunks(
             in_flight[submit(actor)] = (actor, key, submit)
         if not in_flight:
             if time.monotonic() - waiting_since > START_TIMEOUT_S:
-                raise ChunkFailed("no worker could be started on the cluster (not enough free CPUs?)")
+                if not pool.can_ever_start():
+                    raise ChunkFailed(f"no worker could be started: no node of the cluster has the "
+                                      f"{pool.worker_cpus():g} CPU a stylecast worker needs (add a worker node)")
+                if not warned:
+                    warned = True
+                    print(f"stylecast: waiting for free CPUs on the cluster (other jobs hold them) since "
+                          f"{START_TIMEOUT_S:g} s", file=sys.stderr)
             time.sleep(0.05)
             continue
         waiting_since = time.monotonic()

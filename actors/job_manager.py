@@ -3,7 +3,8 @@
 State lives in SQLite (WAL) under the data dir, so jobs survive a restart of this actor, of the Serve app and
 of the whole ``stylecast serve`` process: completed jobs stay listed and downloadable, queued jobs run, and
 jobs that were *processing* when the process died are re-run from the start (their inputs are still on disk
-and the engine is deterministic); a job interrupted twice is marked failed with ``code: interrupted``.
+and the engine is deterministic), at most MAX_INTERRUPTIONS times: the next interruption fails it with
+``code: interrupted``.
 
 Jobs run FIFO with bounded concurrency, each in a thread of this (threaded) actor that drives the Ray
 pipeline; stage and progress come from the pipeline's events; a configurable deadline fails a job that runs
@@ -32,6 +33,9 @@ from stylecast.options import Options
 
 JOB_MANAGER_NAME = "stylecast-jobmanager"
 MAX_INTERRUPTIONS = 2  # a job interrupted by restarts is re-run this many times, then failed
+# The stage actors hold the cluster's CPUs (one chunk worker per core); they are kept warm between jobs, and
+# released when no job has run for this long, so that other drivers' jobs (and the autoscaler) get the CPUs.
+POOL_IDLE_S = 60.0
 
 
 def _ray_connection_lost() -> bool:
@@ -51,12 +55,16 @@ def request_hash(req: CreateJobRequest) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1, max_concurrency=32)
+# Restarted whenever its process dies, but a call is never re-run by Ray: a call that killed the process would
+# kill every restart in turn, and a create_job re-run after the job was stored would make a second job.  The
+# caller sees the call fail (the API answers 503, to be retried; Idempotency-Key makes that safe).
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=32)
 class JobManager:
     def __init__(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
                  chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
-                 allow_private_webhooks: bool | None = None) -> None:
+                 allow_private_webhooks: bool | None = None, pool_idle_s: float = POOL_IDLE_S) -> None:
         self.data_dir = Path(data_dir)
+        self.pool_idle_s = float(pool_idle_s)
         (self.data_dir / "outputs").mkdir(parents=True, exist_ok=True)
         self.store = Store(self.data_dir / "stylecast.db")
         self.max_concurrent = max(1, int(max_concurrent_jobs))
@@ -79,6 +87,8 @@ class JobManager:
         self._videos_lock = threading.Lock()
         self._running: dict[str, threading.Event] = {}
         self._pipeline = None
+        self._pipeline_lock = threading.Lock()
+        self._idle_since = time.monotonic()
         self._wake = threading.Event()
         self._recover()
         threading.Thread(target=self._scheduler, name="job-scheduler", daemon=True).start()
@@ -86,6 +96,30 @@ class JobManager:
     # ------------------------------------------------------------------------------------------ lifecycle
     def ready(self) -> bool:
         return True
+
+    def configure(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
+                  chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
+                  pool_idle_s: float = POOL_IDLE_S) -> None:
+        """Take a later service start's settings (this detached actor outlives the service that made it).
+
+        The data dir cannot change: the jobs, the queue and the uploads of this manager live there, and a
+        service reading another store would not find the jobs it creates.  Raises ApiError 409 then."""
+        if Path(data_dir).resolve() != self.data_dir.resolve():
+            raise ApiError(409, "other_data_dir",
+                           f"this cluster's stylecast JobManager keeps its jobs in {self.data_dir}, not {data_dir}: "
+                           f"use that data dir, or stop the JobManager first (see the README)")
+        self.max_concurrent = max(1, int(max_concurrent_jobs))
+        self.deadline_s = float(job_deadline_s)
+        self.chunk_seconds = chunk_seconds
+        self.pool_idle_s = float(pool_idle_s)
+        if webhook_schedule_s:
+            self.sender.schedule_s = tuple(float(d) for d in webhook_schedule_s)
+        self._wake.set()  # more concurrency may start queued jobs now
+
+    def settings(self) -> dict:
+        return {"data_dir": str(self.data_dir), "max_concurrent_jobs": self.max_concurrent,
+                "job_deadline_s": self.deadline_s, "chunk_seconds": self.chunk_seconds,
+                "webhook_schedule_s": list(self.sender.schedule_s), "pool_idle_s": self.pool_idle_s}
 
     def _recover(self) -> None:
         """Jobs that were processing when the previous process stopped are re-queued (or failed)."""
@@ -104,6 +138,7 @@ class JobManager:
             try:
                 self._start_queued()
                 self._enforce_deadlines()
+                self._release_idle_workers()
             except Exception:  # noqa: BLE001 - the scheduler must keep running
                 traceback.print_exc()
 
@@ -133,11 +168,20 @@ class JobManager:
 
     # ------------------------------------------------------------------------------------------ running
     def _pipeline_instance(self):
-        if self._pipeline is None:
-            from actors.pipeline import Pipeline
+        with self._pipeline_lock:  # jobs running side by side share one set of stage actors
+            if self._pipeline is None:
+                from actors.pipeline import Pipeline
 
-            self._pipeline = Pipeline()
-        return self._pipeline
+                self._pipeline = Pipeline()
+            return self._pipeline
+
+    def _release_idle_workers(self) -> None:
+        with self._lock:  # no job can start while this holds: _start_queued takes the same lock
+            if self._running or self._pipeline is None or time.monotonic() - self._idle_since < self.pool_idle_s:
+                return
+            with self._pipeline_lock:
+                pipeline, self._pipeline = self._pipeline, None
+        pipeline.shutdown()
 
     def _run_job(self, job_id: str, cancel: threading.Event) -> None:
         rec = self.store.get_job(job_id)
@@ -191,6 +235,8 @@ class JobManager:
         finally:
             with self._lock:
                 self._running.pop(job_id, None)
+                if not self._running:
+                    self._idle_since = time.monotonic()
             if out.exists() and self.store.get_job(job_id).status != "completed":
                 out.unlink(missing_ok=True)
             self._wake.set()
@@ -344,16 +390,28 @@ class JobManager:
 
     def stats(self) -> dict:
         with self._lock:
-            return {"running": list(self._running), "max_concurrent_jobs": self.max_concurrent}
+            return {"running": list(self._running), "max_concurrent_jobs": self.max_concurrent,
+                    "workers_held": self._pipeline is not None}
 
 
 def get_or_create_job_manager(data_dir: str, **kwargs):
-    """The named, detached JobManager of this Ray namespace (created on first use)."""
+    """The named, detached JobManager of this Ray namespace, created on first use, and given these settings
+    when it already runs (``get_if_exists`` alone would keep the first service's).  Raises `StylecastError`
+    when it runs with another data dir."""
     from cluster.connect import NAMESPACE
 
-    return JobManager.options(name=JOB_MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
-                              get_if_exists=True).remote(
-        str(Path(data_dir).resolve()), **kwargs)
+    data_dir = str(Path(data_dir).resolve())
+    manager = JobManager.options(name=JOB_MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
+                                 get_if_exists=True).remote(data_dir, **kwargs)
+    settings = {k: v for k, v in kwargs.items() if k != "allow_private_webhooks"}
+    try:
+        ray.get(manager.configure.remote(data_dir, **settings))
+    except ray.exceptions.RayTaskError as exc:
+        cause = getattr(exc, "cause", None)
+        if isinstance(cause, ApiError):
+            raise StylecastError(cause.message) from None
+        raise
+    return manager
 
 
 __all__ = ["JobManager", "ApiError", "JOB_MANAGER_NAME", "get_or_create_job_manager", "ACTIVE"]

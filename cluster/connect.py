@@ -26,14 +26,16 @@ class ClusterInfo:
 
 
 def project_runtime_env() -> dict:
-    """A runtime_env that ships this project's packages to every worker of a remote cluster."""
+    """A runtime_env that ships this project's packages to every worker of a remote cluster (serve_app too:
+    the JobManager imports its models and store, and the Serve deployment is its app)."""
     import actors
     import kernels
+    import serve_app
     import stylecast
 
     import cluster
 
-    modules = [str(Path(m.__file__).parent) for m in (stylecast, kernels, actors, cluster)]
+    modules = [str(Path(m.__file__).parent) for m in (stylecast, kernels, actors, cluster, serve_app)]
     return {"py_modules": modules, "env_vars": {"NUMBA_NUM_THREADS": "1"}}
 
 

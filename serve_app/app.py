@@ -51,6 +51,12 @@ class Service:
             if cause is not None and type(cause).__name__ == "ValidationError":
                 raise ApiError(422, "validation_error", "invalid request body", _errors(cause)) from None
             raise
+        except ray.exceptions.RayActorError:
+            # The JobManager's process died during the call; Ray restarts it (its state is in SQLite).  Whether
+            # the call took effect is unknown, so it is not re-run here: the client retries (safely with an
+            # Idempotency-Key).
+            raise ApiError(503, "job_manager_restarting", "the job manager restarted during this request; "
+                           "retry it (with the same Idempotency-Key, if any)", headers={"Retry-After": "2"}) from None
 
 
 SERVICE: Service | None = None

@@ -18,6 +18,8 @@ class ServiceConfig(BaseModel):
     chunk_seconds: float | None = Field(None, gt=0)
     api_keys: dict[str, str] = Field(default_factory=dict, description="key -> name; empty = open server")
     webhook_schedule_s: tuple[float, ...] | None = None
+    pool_idle_s: float = Field(60.0, ge=0, description="stage actors (the cluster's CPUs) are released after this "
+                                                       "long without a job")
 
     @classmethod
     def from_env(cls, **overrides) -> ServiceConfig:
@@ -28,7 +30,8 @@ class ServiceConfig(BaseModel):
         env_map = {"STYLECAST_MAX_UPLOAD_BYTES": ("max_upload_bytes", int),
                    "STYLECAST_MAX_CONCURRENT_JOBS": ("max_concurrent_jobs", int),
                    "STYLECAST_JOB_DEADLINE_S": ("job_deadline_s", float),
-                   "STYLECAST_CHUNK_SECONDS": ("chunk_seconds", float)}
+                   "STYLECAST_CHUNK_SECONDS": ("chunk_seconds", float),
+                   "STYLECAST_POOL_IDLE_S": ("pool_idle_s", float)}
         for env, (field, cast) in env_map.items():
             if os.environ.get(env):
                 values[field] = cast(os.environ[env])

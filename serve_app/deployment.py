@@ -29,7 +29,8 @@ def build_app(config: ServiceConfig):
 
     manager = get_or_create_job_manager(
         config.data_dir, max_concurrent_jobs=config.max_concurrent_jobs, job_deadline_s=config.job_deadline_s,
-        chunk_seconds=config.chunk_seconds, webhook_schedule_s=config.webhook_schedule_s)
+        chunk_seconds=config.chunk_seconds, webhook_schedule_s=config.webhook_schedule_s,
+        pool_idle_s=config.pool_idle_s)
     ray.get(manager.ready.remote())
     return StylecastAPI.bind(config.model_dump(mode="json"))
 

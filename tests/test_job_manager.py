@@ -104,3 +104,45 @@ def test_a_job_interrupted_by_restarts_is_rerun_twice_then_failed(local_ray, cli
     assert failed["status"] == "failed" and failed["error"]["code"] == "interrupted"
     assert "3 times" in failed["error"]["message"]
     ray.kill(manager)
+
+
+def test_a_later_service_start_configures_the_running_manager_or_is_refused(local_ray, tmp_path):
+    """The manager is detached: a second start must not silently keep the first one's settings."""
+    from actors.job_manager import get_or_create_job_manager
+    from stylecast.errors import StylecastError
+
+    manager = get_or_create_job_manager(str(tmp_path / "a"), max_concurrent_jobs=1, job_deadline_s=100.0)
+    try:
+        assert ray.get(manager.settings.remote())["job_deadline_s"] == 100.0
+        again = get_or_create_job_manager(str(tmp_path / "a"), max_concurrent_jobs=3, job_deadline_s=50.0,
+                                          webhook_schedule_s=(1.0, 2.0))
+        settings = ray.get(again.settings.remote())
+        assert (settings["max_concurrent_jobs"], settings["job_deadline_s"]) == (3, 50.0)
+        assert settings["webhook_schedule_s"] == [1.0, 2.0]
+        with pytest.raises(StylecastError, match="keeps its jobs in"):
+            get_or_create_job_manager(str(tmp_path / "b"))
+        assert ray.get(manager.settings.remote())["data_dir"] == str((tmp_path / "a").resolve())
+    finally:
+        ray.kill(manager, no_restart=True)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class _DiesOnCall:
+    def create_job(self, *args):
+        import os
+
+        os._exit(1)
+
+
+def test_a_manager_dying_during_a_call_is_a_503_and_the_call_is_not_rerun(local_ray, tmp_path):
+    import asyncio
+
+    from serve_app.app import Service
+    from serve_app.config import ServiceConfig
+
+    assert JobManager._default_options["max_task_retries"] == 0  # Ray never re-runs a manager call
+    service = Service(ServiceConfig(data_dir=str(tmp_path)), _DiesOnCall.remote())
+    with pytest.raises(ApiError) as exc:
+        asyncio.run(service.call("create_job", "", {}, None))
+    assert exc.value.status == 503 and exc.value.code == "job_manager_restarting"
+    assert exc.value.headers == {"Retry-After": "2"}

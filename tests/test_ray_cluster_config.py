@@ -235,3 +235,25 @@ def test_local_provider_would_drop_node_types(config):
     local.pop("docker")
     with pytest.raises(click.ClickException, match="available_node_types"):
         prepare_config(local)
+
+
+def test_runtime_env_ships_every_project_package_the_cluster_code_imports():
+    """A remote cluster gets this project only through py_modules: each first-party package that the code
+    running there imports (actors, the JobManager's serve_app models, …) must be shipped."""
+    import ast
+
+    from cluster.connect import project_runtime_env
+
+    root = Path(__file__).resolve().parents[1]
+    ours = {p.name for p in root.iterdir() if (p / "__init__.py").exists() and p.name not in ("tests", "bench")}
+    shipped = {Path(m).name for m in project_runtime_env()["py_modules"]}
+    imported = set()
+    for package in shipped:
+        for path in (root / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Import):
+                    imported |= {a.name.split(".")[0] for a in node.names}
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    imported.add(node.module.split(".")[0])
+    assert imported & ours <= shipped, sorted((imported & ours) - shipped)
+    assert "serve_app" in shipped and "actors" in shipped

@@ -1,0 +1,104 @@
+"""The chunk dispatcher on one Ray node: a job waits while other jobs hold the cluster's CPUs, and fails
+clearly only where no node could ever host a worker; the service releases its workers when idle."""
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from actors import dispatch  # noqa: E402
+from actors.dispatch import ActorPool, ChunkFailed, run_chunks  # noqa: E402
+from actors.stages import VideoAnalyzer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, namespace="stylecast-dispatch")
+    yield
+    ray.shutdown()
+
+
+def _fill(pool: ActorPool, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while len(pool.ready) < pool.target() and time.monotonic() < deadline:
+        pool.refresh(force=True)
+        time.sleep(0.1)
+    assert len(pool.ready) == pool.target()
+
+
+def test_a_job_waits_for_cpus_that_another_job_holds(local_ray, monkeypatch):
+    monkeypatch.setattr(dispatch, "START_TIMEOUT_S", 0.5)
+    holder = ActorPool(VideoAnalyzer)  # another driver's pool: one worker per CPU, half a CPU each ...
+    other = ActorPool(VideoAnalyzer)  # ... and its second pool: together they hold every CPU
+    try:
+        _fill(holder)
+        _fill(other)
+        assert ray.available_resources().get("CPU", 0.0) < 0.5
+        waiting = ActorPool(VideoAnalyzer)
+        outcome: dict = {}
+
+        def job() -> None:
+            try:
+                outcome["result"] = run_chunks(waiting, [("k", lambda actor: actor.ping.remote())])
+            except Exception as exc:  # noqa: BLE001 - the test reads it
+                outcome["error"] = exc
+
+        thread = threading.Thread(target=job)
+        thread.start()
+        thread.join(timeout=3.0)  # six times the start timeout
+        assert thread.is_alive() and not outcome, outcome  # still waiting, not failed
+        holder.shutdown()  # the other job ends
+        thread.join(timeout=60)
+        assert not thread.is_alive() and "error" not in outcome, outcome
+        assert set(outcome["result"]) == {"k"}
+        waiting.shutdown()
+    finally:
+        holder.shutdown()
+        other.shutdown()
+
+
+@ray.remote(num_cpus=64)
+class _Huge:
+    def ping(self) -> str:
+        return "never"
+
+
+def test_a_job_no_node_can_host_fails_clearly(local_ray, monkeypatch):
+    monkeypatch.setattr(dispatch, "START_TIMEOUT_S", 0.5)
+    pool = ActorPool(_Huge, max_size=1)
+    try:
+        assert not pool.can_ever_start()
+        with pytest.raises(ChunkFailed, match="no node of the cluster has the 64 CPU"):
+            run_chunks(pool, [("k", lambda actor: actor.ping.remote())])
+    finally:
+        pool.shutdown()
+
+
+def test_the_service_releases_its_workers_when_idle(local_ray, tmp_path):
+    from actors.job_manager import JobManager
+    from stylecast.synth_clip import ShotSpec, make_clip
+
+    a = make_clip(tmp_path / "a.mp4", [ShotSpec(frames=20, seed=1), ShotSpec(frames=20, seed=2)], width=96, height=54)
+    b = make_clip(tmp_path / "b.mp4", [ShotSpec(frames=10, seed=3), ShotSpec(frames=10, seed=4)], width=96, height=54)
+    manager = JobManager.remote(str(tmp_path / "data"), pool_idle_s=1.0)
+    try:
+        src = ray.get(manager.register_video.remote("", str(a.path)))
+        tpl = ray.get(manager.register_video.remote("", str(b.path)))
+        job, _ = ray.get(manager.create_job.remote("", {"video_id": src["video_id"],
+                                                         "template_video_id": tpl["video_id"]}))
+        deadline = time.monotonic() + 180
+        while ray.get(manager.get_job.remote("", job["job_id"]))["status"] not in ("completed", "failed"):
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+        assert ray.get(manager.get_job.remote("", job["job_id"]))["status"] == "completed"
+        deadline = time.monotonic() + 30
+        while ray.get(manager.stats.remote())["workers_held"] or ray.available_resources().get("CPU", 0) < 2:
+            assert time.monotonic() < deadline, (ray.get(manager.stats.remote()), ray.available_resources())
+            time.sleep(0.2)
+    finally:
+        ray.kill(manager, no_restart=True)
