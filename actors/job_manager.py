@@ -17,6 +17,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import threading
 import time
 import traceback
@@ -122,8 +123,17 @@ class JobManager:
                 "webhook_schedule_s": list(self.sender.schedule_s), "pool_idle_s": self.pool_idle_s}
 
     def _recover(self) -> None:
-        """Jobs that were processing when the previous process stopped are re-queued (or failed)."""
+        """Jobs that were processing when the previous process stopped are re-queued (or failed), and what
+        their interrupted runs left in outputs/ is removed (scratch files are the ones named with a dot; no
+        job runs yet, and the previous process's joiner died with it)."""
+        outputs = self.data_dir / "outputs"
+        for leftover in outputs.glob(".*"):
+            if leftover.is_dir():
+                shutil.rmtree(leftover, ignore_errors=True)
+            else:
+                leftover.unlink(missing_ok=True)
         for rec in self.store.jobs_by_status(["processing"]):
+            (outputs / f"{rec.job_id}.mp4").unlink(missing_ok=True)
             if rec.attempts > MAX_INTERRUPTIONS:
                 self._finish(rec.job_id, "failed", error=("interrupted",
                              f"the job was interrupted {rec.attempts} times by a restart of the service"))

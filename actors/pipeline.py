@@ -7,8 +7,10 @@ encoded by a worker; the segments are joined by remux, with the audio, on the ca
 """
 from __future__ import annotations
 
+import shutil
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,14 +175,21 @@ class Pipeline:
             seg_refs = [ray.put(segments[k][0]) for k in range(len(ranges))]
             del segments
             with atomic_output(out_path) as tmp:
-                join = self.joiner.join.remote(plan_ref, str(tmp), *seg_refs, cancel_flag=flag)
+                # Named here, so that this process can remove it if the joiner's process is killed mid-join.
+                join_dir = tmp.parent / f".stylecast-join-{uuid.uuid4().hex[:12]}"
+                join = self.joiner.join.remote(plan_ref, str(tmp), *seg_refs, cancel_flag=flag,
+                                               work_dir=str(join_dir))
                 try:
                     self._get(join, should_stop)
-                except CancelledError:
-                    # The joiner sees the flag and removes what it wrote; wait for that before atomic_output
-                    # cleans up, or the file would appear after the cleanup.
+                except BaseException:
+                    # Cancelled, failed, Ctrl-C or SIGTERM: the joiner sees the flag and removes what it wrote;
+                    # wait for that before atomic_output cleans up (or the file would appear after the
+                    # cleanup), then remove whatever a killed joiner left: its scratch folder, its output.
                     flag.set.remote()
                     ray.wait([join], timeout=STOP_WAIT_S)
+                    shutil.rmtree(join_dir, ignore_errors=True)
+                    for partial in tmp.parent.glob(f".{tmp.stem}.*.partial{tmp.suffix}"):
+                        partial.unlink(missing_ok=True)
                     raise
             timings["rendering"] = time.perf_counter() - t
             if style_json_path:  # last: a job that fails or is stopped leaves no file behind

@@ -7,6 +7,7 @@ arrays, or a compressed H.264 segment — never raw frames.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -119,6 +120,25 @@ class StyleApplier(_Warm):
                           decode_size=decode_size_for((out.width, out.height), analysis.probe))
 
 
+_RENDER_DIR_PREFIX = "stylecast-render-"
+
+
+def _remove_dead_workers_dirs() -> None:
+    """A Renderer's scratch folder (``stylecast-render-<pid>-…`` in the temp dir) outlives a worker that was
+    killed (pools are shut down with ray.kill) or crashed; the next Renderer on the node removes those whose
+    process is gone."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_RENDER_DIR_PREFIX}*-*"):
+        pid = folder.name[len(_RENDER_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+        except OSError:  # another user's process: alive
+            pass
+
+
 @ray.remote(num_cpus=CHUNK_WORKER_CPUS, max_restarts=0)
 class Renderer(_Warm):
     """Renders output-frame ranges into independent closed-GOP H.264 segments (returned as bytes); the one
@@ -129,7 +149,8 @@ class Renderer(_Warm):
         from kernels.render_yuv import warmup
 
         warmup()
-        self._tmp = Path(tempfile.mkdtemp(prefix="stylecast-render-"))
+        _remove_dead_workers_dirs()
+        self._tmp = Path(tempfile.mkdtemp(prefix=f"{_RENDER_DIR_PREFIX}{os.getpid()}-"))
         self._probes: dict = {}
 
     def _probe(self, path: str):
@@ -155,13 +176,20 @@ class Renderer(_Warm):
         finally:
             seg.unlink(missing_ok=True)
 
-    def join(self, plan, out_path: str, *segments: bytes, cancel_flag=None) -> str:
+    def join(self, plan, out_path: str, *segments: bytes, cancel_flag=None, work_dir: str | None = None) -> str:
+        """Join ``segments`` and the plan's audio into ``out_path``; scratch files go to ``work_dir`` (made
+        here, removed when done; the caller names it, so that it can remove it too if this process is killed)."""
         from stylecast.errors import CancelledError
         from stylecast.media.encode import join_segments
         from stylecast.render import encode_plan_audio
 
         stop = self._stopper(cancel_flag, every_s=0.0) or (lambda: False)
-        work = Path(tempfile.mkdtemp(prefix="stylecast-join-", dir=str(Path(out_path).parent)))
+        if work_dir is None:
+            work = Path(tempfile.mkdtemp(prefix="stylecast-join-", dir=str(Path(out_path).parent)))
+        else:
+            work = Path(work_dir)
+            shutil.rmtree(work, ignore_errors=True)  # a retry after this process died starts clean
+            work.mkdir(parents=True)
         paths = []
         try:
             for k, data in enumerate(segments):
@@ -176,9 +204,7 @@ class Renderer(_Warm):
                 Path(out_path).unlink(missing_ok=True)
                 raise CancelledError("cancelled")
         finally:
-            for p in paths + [work / "audio.m4a"]:
-                p.unlink(missing_ok=True)
-            work.rmdir()
+            shutil.rmtree(work, ignore_errors=True)
         return out_path
 
 

@@ -102,3 +102,26 @@ def test_the_service_releases_its_workers_when_idle(local_ray, tmp_path):
             time.sleep(0.2)
     finally:
         ray.kill(manager, no_restart=True)
+
+
+def test_a_new_renderer_removes_the_scratch_folders_of_dead_workers(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+    import tempfile
+
+    from actors.stages import _RENDER_DIR_PREFIX, _remove_dead_workers_dirs
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        for pid in (dead.pid, alive.pid):
+            folder = tmp_path / f"{_RENDER_DIR_PREFIX}{pid}-abc"
+            folder.mkdir()
+            (folder / "seg-1-0-60.mp4").write_bytes(b"half a segment")
+        _remove_dead_workers_dirs()
+        assert [p.name for p in tmp_path.iterdir()] == [f"{_RENDER_DIR_PREFIX}{alive.pid}-abc"]
+    finally:
+        alive.kill()
+        alive.wait()

@@ -69,9 +69,17 @@ def test_restart_reruns_processing_jobs_and_keeps_finished_ones(local_ray, clips
     ray.kill(manager, no_restart=True)  # the process dies mid-job
     store = Store(tmp_path / "stylecast.db")
     assert store.get_job(running["job_id"]).status == "processing"
+    # What a run killed mid-join leaves beside the outputs: the joiner's folder and partial files.
+    outputs = tmp_path / "outputs"
+    (outputs / ".stylecast-join-0123456789ab").mkdir()
+    (outputs / ".stylecast-join-0123456789ab" / "00000.mp4").write_bytes(b"segment")
+    (outputs / f".{running['job_id']}.1a2b3c4d.partial.mp4").write_bytes(b"partial")
 
     manager = JobManager.remote(str(tmp_path))  # a new process on the same data dir
     assert _wait(manager, done["job_id"], ("completed",))["status"] == "completed"
+    # removed at start-up (the re-run makes scratch files of its own, under other names)
+    assert not (outputs / ".stylecast-join-0123456789ab").exists()
+    assert not (outputs / f".{running['job_id']}.1a2b3c4d.partial.mp4").exists()
     rerun = _wait(manager, running["job_id"], ("completed", "failed"))
     assert rerun["status"] == "completed"
     assert store.get_job(running["job_id"]).attempts == 2
