@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 
 import ray
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from serve_app.models import ACTIVE, ApiError, STAGE_WEIGHTS, STAGES, TERMINAL, CreateJobRequest, Envelope, utcnow
 from serve_app.store import JobRecord, Store
@@ -63,11 +64,13 @@ def request_hash(req: CreateJobRequest) -> str:
 class JobManager:
     def __init__(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
                  chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
-                 allow_private_webhooks: bool | None = None, pool_idle_s: float = POOL_IDLE_S) -> None:
+                 allow_private_webhooks: bool | None = None, pool_idle_s: float = POOL_IDLE_S,
+                 db_path: str | None = None, max_active_jobs_per_key: int = 100) -> None:
         self.data_dir = Path(data_dir)
+        self.max_active_per_owner = int(max_active_jobs_per_key)
         self.pool_idle_s = float(pool_idle_s)
         (self.data_dir / "outputs").mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.data_dir / "stylecast.db")
+        self.store = Store(db_path or self.data_dir / "stylecast.db")
         self.max_concurrent = max(1, int(max_concurrent_jobs))
         self.deadline_s = float(job_deadline_s)
         self.chunk_seconds = chunk_seconds
@@ -100,27 +103,36 @@ class JobManager:
 
     def configure(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
                   chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
-                  pool_idle_s: float = POOL_IDLE_S) -> None:
+                  pool_idle_s: float = POOL_IDLE_S, db_path: str | None = None,
+                  max_active_jobs_per_key: int = 100) -> None:
         """Take a later service start's settings (this detached actor outlives the service that made it).
 
         The data dir cannot change: the jobs, the queue and the uploads of this manager live there, and a
         service reading another store would not find the jobs it creates.  Raises ApiError 409 then."""
-        if Path(data_dir).resolve() != self.data_dir.resolve():
+        if Path(data_dir).resolve() != self.data_dir.resolve() or \
+                Path(db_path or Path(data_dir) / "stylecast.db").resolve() != Path(self.store.path).resolve():
             raise ApiError(409, "other_data_dir",
-                           f"this cluster's stylecast JobManager keeps its jobs in {self.data_dir}, not {data_dir}: "
-                           f"use that data dir, or stop the JobManager first (see the README)")
+                           f"this cluster's stylecast JobManager keeps its jobs in {self.data_dir} (database "
+                           f"{self.store.path}), not {data_dir}: use that data dir, or stop the JobManager first "
+                           f"(see the README)")
         self.max_concurrent = max(1, int(max_concurrent_jobs))
         self.deadline_s = float(job_deadline_s)
         self.chunk_seconds = chunk_seconds
         self.pool_idle_s = float(pool_idle_s)
+        self.max_active_per_owner = int(max_active_jobs_per_key)
         if webhook_schedule_s:
             self.sender.schedule_s = tuple(float(d) for d in webhook_schedule_s)
         self._wake.set()  # more concurrency may start queued jobs now
 
+    def node_ip(self) -> str:
+        """Where this manager runs: the API replicas are placed beside it (they read its SQLite file)."""
+        return ray.util.get_node_ip_address()
+
     def settings(self) -> dict:
-        return {"data_dir": str(self.data_dir), "max_concurrent_jobs": self.max_concurrent,
+        return {"data_dir": str(self.data_dir), "db_path": str(self.store.path), "max_concurrent_jobs": self.max_concurrent,
                 "job_deadline_s": self.deadline_s, "chunk_seconds": self.chunk_seconds,
-                "webhook_schedule_s": list(self.sender.schedule_s), "pool_idle_s": self.pool_idle_s}
+                "webhook_schedule_s": list(self.sender.schedule_s), "pool_idle_s": self.pool_idle_s,
+                "max_active_jobs_per_key": self.max_active_per_owner}
 
     def _recover(self) -> None:
         """Jobs that were processing when the previous process stopped are re-queued (or failed), and what
@@ -299,10 +311,15 @@ class JobManager:
                         progress=0.0, video_id=req.video_id, template_video_id=req.template_video_id,
                         options=(req.options or Options()).model_dump(mode="json"), webhook_url=req.webhook_url,
                         created_at=now, updated_at=now)
-        with self._videos_lock:
+        with self._videos_lock:  # also makes the count below exact: job creation is one at a time
             for vid, role in ((req.video_id, "video_id"), (req.template_video_id, "template_video_id")):
                 if self.store.get_video(vid, owner) is None:
                     raise ApiError(404, "video_not_found", f"{role} {vid!r} does not exist", {"field": role})
+            limit = self.max_active_per_owner
+            if limit and self.store.list_jobs(owner, ACTIVE, 1, 1)[1] >= limit:
+                raise ApiError(429, "too_many_active_jobs",
+                               f"this API key already has {limit} queued or processing jobs (the limit); create "
+                               f"more when some have finished", {"limit": limit}, headers={"Retry-After": "30"})
             self.store.add_job(rec)
         if idempotency_key:
             self.store.put_idempotency(owner, idempotency_key, request_hash(req), rec.job_id)
@@ -411,8 +428,14 @@ def get_or_create_job_manager(data_dir: str, **kwargs):
     from cluster.connect import NAMESPACE
 
     data_dir = str(Path(data_dir).resolve())
+    if kwargs.get("db_path"):
+        kwargs["db_path"] = str(Path(kwargs["db_path"]).resolve())
+    # On the head node when it can (soft: it may move if the head is gone): the node a cluster's admin knows,
+    # whose local disk can hold the database.
+    head = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
+    placement = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=head[0], soft=True)} if head else {}
     manager = JobManager.options(name=JOB_MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
-                                 get_if_exists=True).remote(data_dir, **kwargs)
+                                 get_if_exists=True, **placement).remote(data_dir, **kwargs)
     settings = {k: v for k, v in kwargs.items() if k != "allow_private_webhooks"}
     try:
         ray.get(manager.configure.remote(data_dir, **settings))

@@ -35,7 +35,7 @@ class Service:
         self.config = config
         self.data_dir = Path(config.data_dir)
         (self.data_dir / "videos").mkdir(parents=True, exist_ok=True)
-        self.store = Store(self.data_dir / "stylecast.db")
+        self.store = Store(config.database())
         self.job_manager = job_manager
 
     async def call(self, method: str, *args):

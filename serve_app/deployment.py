@@ -30,9 +30,12 @@ def build_app(config: ServiceConfig):
     manager = get_or_create_job_manager(
         config.data_dir, max_concurrent_jobs=config.max_concurrent_jobs, job_deadline_s=config.job_deadline_s,
         chunk_seconds=config.chunk_seconds, webhook_schedule_s=config.webhook_schedule_s,
-        pool_idle_s=config.pool_idle_s)
-    ray.get(manager.ready.remote())
-    return StylecastAPI.bind(config.model_dump(mode="json"))
+        pool_idle_s=config.pool_idle_s, db_path=config.db_path,
+        max_active_jobs_per_key=config.max_active_jobs_per_key)
+    # The replicas read the manager's SQLite file: they run on its node (Serve would spread them).
+    ip = ray.get(manager.node_ip.remote())
+    deployment = StylecastAPI.options(ray_actor_options={"num_cpus": 0, "resources": {f"node:{ip}": 0.001}})
+    return deployment.bind(config.model_dump(mode="json"))
 
 
 def app_builder(args: dict):

@@ -129,6 +129,8 @@ def test_a_later_service_start_configures_the_running_manager_or_is_refused(loca
         assert settings["webhook_schedule_s"] == [1.0, 2.0]
         with pytest.raises(StylecastError, match="keeps its jobs in"):
             get_or_create_job_manager(str(tmp_path / "b"))
+        with pytest.raises(StylecastError, match="keeps its jobs in"):  # the same data dir, another database
+            get_or_create_job_manager(str(tmp_path / "a"), db_path=str(tmp_path / "elsewhere.db"))
         assert ray.get(manager.settings.remote())["data_dir"] == str((tmp_path / "a").resolve())
     finally:
         ray.kill(manager, no_restart=True)
@@ -154,3 +156,49 @@ def test_a_manager_dying_during_a_call_is_a_503_and_the_call_is_not_rerun(local_
         asyncio.run(service.call("create_job", "", {}, None))
     assert exc.value.status == 503 and exc.value.code == "job_manager_restarting"
     assert exc.value.headers == {"Retry-After": "2"}
+
+
+def test_the_database_can_live_apart_from_the_data_dir(local_ray, clips, tmp_path):
+    """On a cluster the data dir (uploads, outputs) is on the share, the SQLite file on the head's own disk."""
+    from serve_app.app import Service
+    from serve_app.config import ServiceConfig
+
+    db = tmp_path / "local" / "jobs.db"
+    manager = JobManager.remote(str(tmp_path / "share"), db_path=str(db))
+    try:
+        video = ray.get(manager.register_video.remote("", str(clips[0])))
+        assert ray.get(manager.settings.remote())["db_path"] == str(db)
+        assert db.exists() and not (tmp_path / "share" / "stylecast.db").exists()
+        service = Service(ServiceConfig(data_dir=str(tmp_path / "share"), db_path=str(db)), manager)
+        assert service.store.get_video(video["video_id"], "").path == str(clips[0])
+    finally:
+        ray.kill(manager, no_restart=True)
+
+
+def test_one_key_may_have_only_so_many_active_jobs(local_ray, clips, tmp_path):
+    manager = JobManager.remote(str(tmp_path), max_active_jobs_per_key=2)
+    try:
+        src = ray.get(manager.register_video.remote("alice", str(clips[0])))
+        tpl = ray.get(manager.register_video.remote("alice", str(clips[1])))
+        body = {"video_id": src["video_id"], "template_video_id": tpl["video_id"]}
+        first = [ray.get(manager.create_job.remote("alice", body))[0] for _ in range(2)]
+        with pytest.raises(ray.exceptions.RayTaskError) as exc:
+            ray.get(manager.create_job.remote("alice", body))
+        err = exc.value.cause
+        assert isinstance(err, ApiError) and (err.status, err.code) == (429, "too_many_active_jobs")
+        assert err.headers == {"Retry-After": "30"} and err.detail == {"limit": 2}
+        # a retry with the Idempotency-Key of an existing job is not a new job
+        keyed = {**body, "options": {"max_duration_s": 1}}
+        ray.get(manager.cancel_job.remote("alice", first[1]["job_id"]))
+        job, created = ray.get(manager.create_job.remote("alice", keyed, "k1"))
+        assert created
+        again, created = ray.get(manager.create_job.remote("alice", keyed, "k1"))
+        assert again["job_id"] == job["job_id"] and not created
+        # another key has its own allowance; a finished job frees a place
+        other_src = ray.get(manager.register_video.remote("bob", str(clips[0])))
+        other = {"video_id": other_src["video_id"], "template_video_id": other_src["video_id"]}
+        assert ray.get(manager.create_job.remote("bob", other))[1]
+        ray.get(manager.cancel_job.remote("alice", first[0]["job_id"]))
+        assert ray.get(manager.create_job.remote("alice", body))[1]
+    finally:
+        ray.kill(manager, no_restart=True)

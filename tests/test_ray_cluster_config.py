@@ -168,6 +168,11 @@ def test_serve_line_deploys_the_service_config_without_blocking(config, raw_text
     serve_config = yaml.safe_load((REPO / "serve_app" / "serve_config.yaml").read_text())
     app = serve_config["applications"][0]
     assert app["import_path"] == "serve_app.deployment:app_builder" and app["args"]["data_dir"]
+    from serve_app.config import ServiceConfig
+
+    args = ServiceConfig(**app["args"])  # every key is a setting the service knows
+    # uploads on the media share that every node mounts; the database on the head's own disk
+    assert args.data_dir.startswith("/mnt/media/") and args.db_path and not args.db_path.startswith("/mnt/media/")
     assert not any("serve" in c.split()[:1] for c in config["head_start_ray_commands"])
 
 
