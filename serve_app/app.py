@@ -64,6 +64,16 @@ app = FastAPI(title="stylecast", version="1", description="Video style transfer 
               "template video, create a job, follow its stage and progress, download the result.")
 
 
+
+def _openapi() -> dict:
+    from serve_app.openapi import build_openapi
+
+    return build_openapi(app)
+
+
+app.openapi = _openapi  # bodies, parameters and envelopes that the raw-request handlers read themselves
+
+
 def ok(data, message: str = "ok", status: int = 200) -> JSONResponse:
     return JSONResponse(Envelope(success=True, message=message, data=data).model_dump(mode="json"),
                         status_code=status)
@@ -464,7 +474,8 @@ async def cancel_job(job_id: str, request: Request):
     return ok(job, "cancellation requested: the job is stopping", 202)
 
 
-@app.api_route(f"{API}/jobs/{{job_id}}/output", methods=["GET", "HEAD"], tags=["jobs"])
+@app.get(f"{API}/jobs/{{job_id}}/output", tags=["jobs"])
+@app.head(f"{API}/jobs/{{job_id}}/output", tags=["jobs"])
 async def get_output(job_id: str, request: Request):
     rec = _job_or_404(job_id, owner_of(request))
     if rec.status != "completed" or not rec.output_path or not Path(rec.output_path).exists():
