@@ -190,3 +190,34 @@ def test_a_clip_trimmed_without_reencoding_starts_where_its_edit_list_says(tmp_p
     times, frames = read_frames(trimmed)
     assert len(times) == 40 and times[0] == 0.0
     assert abs(int(frames[0].mean()) - 80) <= 2  # frame 20 of the whole clip is the first one shown
+
+
+def test_the_default_video_stream_is_used_when_a_still_comes_first(tmp_path):
+    """An MKV whose first video stream is a one-picture still (not flagged as a cover) and whose second is
+    the default-flagged video: probe and decode read the video, as players do."""
+    import av
+    import numpy as np
+
+    from stylecast.media.decode import read_frames
+
+    path = tmp_path / "still_first.mkv"
+    with av.open(str(path), "w") as c:
+        still = c.add_stream("libx264", rate=1)
+        video = c.add_stream("libx264", rate=25)
+        for s, (w, h) in ((still, (32, 32)), (video, (64, 48))):
+            s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+            s.options = {"preset": "ultrafast"}
+        still.disposition = av.stream.Disposition(0)
+        video.disposition = av.stream.Disposition.default
+        for s, n, size in ((still, 1, (32, 32)), (video, 20, (48, 64))):
+            for i in range(n):
+                f = av.VideoFrame.from_ndarray(np.full((*size, 3), 100, np.uint8), format="rgb24")
+                f.pts = i
+                for packet in s.encode(f):
+                    c.mux(packet)
+            for packet in s.encode(None):
+                c.mux(packet)
+    info = probe(path)
+    assert (info.display_width, info.display_height, info.frame_count) == (64, 48, 20)
+    times, frames = read_frames(path)
+    assert len(times) == 20 and frames.shape[1:3] == (48, 64)

@@ -16,7 +16,7 @@ import numpy as np
 from av.video.reformatter import Interpolation
 
 from stylecast.errors import MediaError
-from stylecast.media.probe import OPEN_OPTIONS, ProbeInfo, describe_error, probe
+from stylecast.media.probe import OPEN_OPTIONS, ProbeInfo, describe_error, main_video_stream, probe
 
 # A frame whose time is within this much before t0 still counts as "at t0" (timestamps are rounded).
 _TIME_EPS = 1e-6
@@ -127,7 +127,7 @@ def iter_frames(
     except av.FFmpegError as exc:
         raise MediaError(f"{Path(path).name}: cannot open ({describe_error(exc)})") from None
     with container:
-        stream = container.streams.video[0]
+        stream = main_video_stream(container)
         stream.thread_type = "AUTO"
         if threads:
             stream.codec_context.thread_count = threads

@@ -112,13 +112,21 @@ _NOT_VIDEO_FORMATS = {"tty", "ansi", "bin", "xbin", "idf", "adf", "srt", "webvtt
 _NOT_VIDEO_CODECS = {"ansi", "bintext", "xbin", "idf", "text"}
 
 
+def main_video_stream(container: av.container.InputContainer):
+    """The video stream a viewer sees: not a cover picture; of several, the one flagged default (players
+    pick it), else the first.  Probing and decoding both use it."""
+    pictures = [s for s in container.streams.video if not s.disposition & av.stream.Disposition.attached_pic]
+    defaults = [s for s in pictures if s.disposition & av.stream.Disposition.default]
+    return (defaults or pictures or list(container.streams.video))[0]
+
+
 def _probe_open(container: av.container.InputContainer, path: Path, size: int) -> ProbeInfo:
     fmt_names = set(container.format.name.split(","))
     if not fmt_names & ALLOWED_FORMATS and not fmt_names & _NOT_VIDEO_FORMATS:
         raise MediaError(f"{path.name}: unsupported container format ({container.format.name}); "
                          "use MP4, MOV, MKV, WebM, AVI or MPEG-TS")
     if fmt_names & _NOT_VIDEO_FORMATS or (container.streams.video
-                                          and container.streams.video[0].codec_context.name in _NOT_VIDEO_CODECS):
+                                          and main_video_stream(container).codec_context.name in _NOT_VIDEO_CODECS):
         raise MediaError(f"{path.name}: a text file, not a video")
     if not container.streams.video:
         kind = "an audio-only file" if container.streams.audio else "a file with no video stream"
@@ -126,7 +134,7 @@ def _probe_open(container: av.container.InputContainer, path: Path, size: int) -
     if all(s.disposition & av.stream.Disposition.attached_pic for s in container.streams.video):
         raise MediaError(f"{path.name}: an audio file with a cover picture, not a video; a video stream is "
                          "required")
-    stream = container.streams.video[0]
+    stream = main_video_stream(container)
     cc = stream.codec_context
     if cc.width <= 0 or cc.height <= 0:
         raise MediaError(f"{path.name}: video stream has no frame size")
@@ -221,7 +229,7 @@ def _first_frame_rotation(path: Path) -> int:
     """Decode the first frame (proves the stream decodes) and read its display-matrix rotation."""
     try:
         with av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS) as container:
-            for frame in container.decode(video=0):
+            for frame in container.decode(main_video_stream(container)):
                 return int(round(getattr(frame, "rotation", 0) or 0))
     except av.FFmpegError as exc:
         raise MediaError(f"{path.name}: the video does not decode ({_reason(exc)})") from None
