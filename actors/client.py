@@ -54,10 +54,30 @@ def job_manager():
                            f"cluster: is `stylecast serve` running on it?") from None
 
 
+_READS = {"get_job", "get_result", "stats", "settings", "ready"}  # safe to ask again
+_RESTART_WAIT_S = 30.0
+
+
 def _call(manager, method: str, *args) -> Any:
-    """``ray.get(manager.<method>.remote(*args))``; the JobManager's ApiError is raised as itself."""
+    """``ray.get(manager.<method>.remote(*args))``; the JobManager's ApiError is raised as itself.
+
+    If the manager's process dies during the call, Ray restarts it: a read is asked again (for up to
+    _RESTART_WAIT_S), a change raises ApiError 503 ``job_manager_restarting``, as the REST API answers —
+    whether it took effect is unknown, so it is not repeated behind the caller's back."""
     import ray
 
+    deadline = time.monotonic() + _RESTART_WAIT_S
+    while True:
+        try:
+            return _call_once(ray, manager, method, *args)
+        except ray.exceptions.RayActorError:
+            if method not in _READS or time.monotonic() > deadline:
+                raise ApiError(503, "job_manager_restarting", f"the job manager restarted during {method}; retry "
+                               "it (a job created meanwhile is listed by the API)") from None
+            time.sleep(0.5)
+
+
+def _call_once(ray, manager, method: str, *args) -> Any:
     try:
         return ray.get(getattr(manager, method).remote(*args))
     except ray.exceptions.RayTaskError as exc:

@@ -40,6 +40,15 @@ class ChunkFailed(StylecastError):
     """A chunk could not be processed (its workers kept dying)."""
 
 
+def _reason(exc: BaseException) -> str:
+    """A worker's start-up error in one line: the innermost cause Ray wrapped, with its message."""
+    cause = exc
+    while getattr(cause, "cause", None) is not None and cause.cause is not cause:
+        cause = cause.cause
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
 def live_cpus(nodes: list[dict] | None = None) -> float:
     nodes = ray.nodes() if nodes is None else nodes
     return sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes if n.get("Alive"))
@@ -58,6 +67,7 @@ class ActorPool:
     ready: list = field(default_factory=list)
     starting: dict = field(default_factory=dict)  # ping ref -> actor
     node_of: dict = field(default_factory=dict)  # actor id -> node id
+    start_errors: list = field(default_factory=list)  # why workers failed to start, since one last did
     _last_refresh: float = 0.0
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -101,8 +111,10 @@ class ActorPool:
                         continue
                     try:
                         node = ray.get(ref)
-                    except Exception:  # noqa: BLE001 - an actor that failed to start is dropped
+                    except Exception as exc:  # noqa: BLE001 - an actor that failed to start is dropped
+                        self.start_errors.append(exc)
                         continue
+                    self.start_errors.clear()
                     self.node_of[actor._actor_id.hex()] = node
                     self.ready.append(actor)
                     fresh.append(actor)
@@ -190,6 +202,10 @@ def run_chunks(
             key, submit = pending.popleft()
             in_flight[submit(actor)] = (actor, key, submit)
         if not in_flight:
+            if not pool.ready and len(pool.start_errors) >= MAX_ATTEMPTS:
+                # Workers are started but fail in their constructor (an import, the kernels' warm-up, the
+                # runtime_env): waiting would not help.
+                raise ChunkFailed(f"no worker could be started: {_reason(pool.start_errors[-1])}")
             if time.monotonic() - waiting_since > START_TIMEOUT_S:
                 if not pool.can_ever_start():
                     raise ChunkFailed(f"no worker could be started: no node of the cluster has the "

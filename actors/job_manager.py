@@ -28,7 +28,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from serve_app.models import ACTIVE, ApiError, STAGE_WEIGHTS, STAGES, TERMINAL, CreateJobRequest, Envelope, utcnow
-from serve_app.store import JobRecord, Store
+from serve_app.store import JobRecord, Store, database_file
 from serve_app.webhooks import WebhookSender, check_webhook_url, parse_secret
 from stylecast.errors import CancelledError, StylecastError
 from stylecast.options import Options
@@ -70,7 +70,7 @@ class JobManager:
         self.max_active_per_owner = int(max_active_jobs_per_key)
         self.pool_idle_s = float(pool_idle_s)
         (self.data_dir / "outputs").mkdir(parents=True, exist_ok=True)
-        self.store = Store(db_path or self.data_dir / "stylecast.db")
+        self.store = Store(db_path or self.data_dir)
         self.max_concurrent = max(1, int(max_concurrent_jobs))
         self.deadline_s = float(job_deadline_s)
         self.chunk_seconds = chunk_seconds
@@ -110,7 +110,7 @@ class JobManager:
         The data dir cannot change: the jobs, the queue and the uploads of this manager live there, and a
         service reading another store would not find the jobs it creates.  Raises ApiError 409 then."""
         if Path(data_dir).resolve() != self.data_dir.resolve() or \
-                Path(db_path or Path(data_dir) / "stylecast.db").resolve() != Path(self.store.path).resolve():
+                database_file(db_path or data_dir).resolve() != Path(self.store.path).resolve():
             raise ApiError(409, "other_data_dir",
                            f"this cluster's stylecast JobManager keeps its jobs in {self.data_dir} (database "
                            f"{self.store.path}), not {data_dir}: use that data dir, or stop the JobManager first "
@@ -437,6 +437,10 @@ def get_or_create_job_manager(data_dir: str, **kwargs):
     manager = JobManager.options(name=JOB_MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
                                  get_if_exists=True, **placement).remote(data_dir, **kwargs)
     settings = {k: v for k, v in kwargs.items() if k != "allow_private_webhooks"}
+    if not hasattr(manager, "configure"):  # started by an older stylecast, which had no such method
+        raise StylecastError(f"the JobManager running on this cluster is from an older stylecast: stop it first "
+                             f"(python -c \"import ray; ray.init(address='auto', namespace='{NAMESPACE}'); "
+                             f"ray.kill(ray.get_actor('{JOB_MANAGER_NAME}'))\")")
     try:
         ray.get(manager.configure.remote(data_dir, **settings))
     except ray.exceptions.RayTaskError as exc:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 import time
 import uuid
@@ -482,19 +483,24 @@ async def get_output(job_id: str, request: Request):
         raise ApiError(409 if rec.status != "completed" else 404, "no_output",
                        f"job {job_id} has no output (status {rec.status})")
     path = rec.output_path
-    size = Path(path).stat().st_size
-    whole = _WholeFileResponse if _ignored_range(request.headers.get("range"), size) else FileResponse
-    return whole(path, media_type="video/mp4", filename=f"{job_id}.mp4")
+    info = os.stat(path)
+    response = FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4", stat_result=info)
+    if _ignored_range(request.headers.get("range"), request.headers.get("if-range"), response, info.st_size):
+        response = _WholeFileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4", stat_result=info)
+    return response
 
 
-def _ignored_range(header: str | None, size: int) -> bool:
+def _ignored_range(header: str | None, if_range: str | None, response: FileResponse, size: int) -> bool:
     """Whether a Range header is to be ignored (RFC 9110 14.2: an unknown unit or a range set that does not
-    parse is ignored and the whole file sent); raises the 416 envelope for ranges that all start past the end.
-    Starlette's FileResponse would answer both with a plain-text 400/416 outside the envelope."""
+    parse is ignored and the whole file sent; 13.1.5: so is one whose If-Range validator does not match);
+    raises the 416 envelope when a range starts past the end (Starlette refuses the whole set then).
+    Starlette's FileResponse would answer these with a plain-text 400/416 outside the envelope."""
     from starlette.responses import MalformedRangeHeader, RangeNotSatisfiable
 
     if header is None:
         return False
+    if if_range is not None and not response._should_use_range(if_range):
+        return True
     try:
         FileResponse._parse_range_header(header, size)
     except MalformedRangeHeader:

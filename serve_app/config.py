@@ -26,7 +26,8 @@ class ServiceConfig(BaseModel):
                                                        "long without a job")
 
     def database(self) -> str:
-        return self.db_path or os.path.join(self.data_dir, "stylecast.db")
+        """What `serve_app.store.Store` opens: db_path (a file, or a folder holding stylecast.db) or the data dir."""
+        return self.db_path or self.data_dir
 
     @classmethod
     def from_env(cls, **overrides) -> ServiceConfig:

@@ -287,6 +287,12 @@ def _check_page(page: int, page_size: int) -> None:
 
 # ------------------------------------------------------------------------------------------------------------ store
 
+def database_file(path: str | Path) -> Path:
+    """The database file a `Store` opens for ``path``: the file itself, or ``stylecast.db`` in a folder."""
+    path = Path(path)
+    return path / DB_FILENAME if path.is_dir() else path
+
+
 class Store:
     """SQLite-backed state.  ``path`` is the database file, or a directory (the data dir) in which
     ``stylecast.db`` is used.  Missing parent directories are created.
@@ -295,9 +301,7 @@ class Store:
     """
 
     def __init__(self, path: str | Path, *, busy_timeout_s: float = 30.0) -> None:
-        path = Path(path)
-        if path.is_dir():
-            path = path / DB_FILENAME
+        path = database_file(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._lock = threading.RLock()

@@ -160,12 +160,12 @@ def cmd_extract(args) -> int:
     style, _ = engine.extract(args.template, chunk_seconds=args.chunk_seconds, workers=args.workers,
                               progress=progress)
     progress.finish()
-    engine.write_json_atomic(args.output, style.model_dump(mode="json"))
-    if args.cube:
+    if args.cube:  # first: a template with no look to export leaves no style.json behind either
         if style.color is None:
             raise StylecastError(f"no colour look to export: {style.meta.failures.get('color', 'unknown reason')}")
         with atomic_output(args.cube) as tmp:
             write_cube(style.color.look_lut.to_array(), tmp, title=f"stylecast look of {Path(args.template).name}")
+    engine.write_json_atomic(args.output, style.model_dump(mode="json"))
     print(json.dumps({"style_json": args.output, "cube": args.cube, "failures": style.meta.failures,
                       "confidence": style.meta.confidence}, indent=2))
     return 0

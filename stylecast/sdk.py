@@ -28,6 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from stylecast.errors import StylecastError
+from stylecast.paths import check_replaceable
 
 API = "/api/v1"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -261,6 +262,7 @@ class Client:
         out = Path(path)
         if out.is_dir():
             raise StylecastError(f"{out}: is a directory")
+        check_replaceable(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         # Created like any file the user writes (mode from the umask; mkstemp's would be 0600), never reused.
         tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.part")
@@ -285,6 +287,7 @@ class Client:
                                                              f"of {total} bytes")
                 fh.flush()
                 os.fsync(fh.fileno())
+            check_replaceable(out)  # again: the download took a while
             os.replace(tmp, out)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

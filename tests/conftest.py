@@ -12,6 +12,41 @@ FPS = 25.0
 W, H = 320, 180
 
 
+def write_h264(path: Path, pictures, *, rate: int, time_base=None, options: dict | None = None) -> Path:
+    """An H.264 MP4/MKV of ``pictures`` — ``(pts, rgb uint8 array)`` in order — for inputs with exact
+    timestamps (gaps, variable rates).  ``time_base`` defaults to ``1/rate``."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=rate)
+        h, w = pictures[0][1].shape[:2]
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
+        s.codec_context.time_base = time_base or Fraction(1, rate)
+        s.options = {"preset": "ultrafast", **(options or {})}
+        for pts, rgb in pictures:
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            frame.pts = pts
+            for packet in s.encode(frame):
+                c.mux(packet)
+        for packet in s.encode(None):
+            c.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One single-node Ray per test module (2 CPUs, a small object store)."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, namespace="stylecast-tests")
+    yield
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def media_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("media")

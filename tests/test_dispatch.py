@@ -14,15 +14,6 @@ from actors.dispatch import ActorPool, ChunkFailed, run_chunks  # noqa: E402
 from actors.stages import VideoAnalyzer  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, namespace="stylecast-dispatch")
-    yield
-    ray.shutdown()
-
-
 def _fill(pool: ActorPool, timeout_s: float = 60.0) -> None:
     deadline = time.monotonic() + timeout_s
     while len(pool.ready) < pool.target() and time.monotonic() < deadline:
@@ -125,3 +116,21 @@ def test_a_new_renderer_removes_the_scratch_folders_of_dead_workers(tmp_path, mo
     finally:
         alive.kill()
         alive.wait()
+
+
+@ray.remote(num_cpus=0.5, max_restarts=0)
+class _BrokenWorker:
+    def __init__(self) -> None:
+        raise ImportError("no module named 'kernels' on this node")
+
+    def ping(self) -> str:
+        return "never"
+
+
+def test_workers_that_fail_to_start_fail_the_job_with_their_error(local_ray):
+    pool = ActorPool(_BrokenWorker)
+    try:
+        with pytest.raises(ChunkFailed, match="no module named 'kernels' on this node"):
+            run_chunks(pool, [("k", lambda actor: actor.ping.remote())])
+    finally:
+        pool.shutdown()

@@ -15,6 +15,8 @@ from stylecast.media.probe import probe
 from stylecast.options import Options
 from stylecast.synth_clip import ShotSpec, make_clip, teal_orange
 
+from .conftest import write_h264
+
 FPS = 25.0
 
 
@@ -160,18 +162,8 @@ def test_a_clip_trimmed_without_reencoding_starts_where_its_edit_list_says(tmp_p
 
     from stylecast.media.decode import read_frames
 
-    whole = tmp_path / "whole.mp4"
-    with av.open(str(whole), "w") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.options = {"crf": "18", "preset": "ultrafast", "x264-params": "keyint=60:bframes=0"}
-        for i in range(60):
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 4 * i, np.uint8), format="rgb24")
-            f.pts = i
-            for packet in s.encode(f):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
+    whole = write_h264(tmp_path / "whole.mp4", [(i, np.full((48, 64, 3), 4 * i, np.uint8)) for i in range(60)],
+                       rate=30, options={"crf": "18", "x264-params": "keyint=60:bframes=0"})
     trimmed = tmp_path / "trimmed.mp4"
     with av.open(str(whole)) as src, av.open(str(trimmed), "w") as dst:
         ist = src.streams.video[0]

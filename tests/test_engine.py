@@ -17,6 +17,8 @@ from stylecast.options import Options
 from stylecast.synth_clip import teal_orange
 from stylecast.synth_video import graded
 
+from .conftest import write_h264
+
 LOOK_ONLY = {"transfer": {"pacing": False, "motion": False, "transitions": False}}
 
 
@@ -256,27 +258,12 @@ def test_reused_decoders_give_the_same_pictures(tmp_path, monkeypatch, source_an
 def test_a_reused_decoder_shows_what_a_fresh_one_would_across_a_timestamp_gap(tmp_path):
     """Variable frame rate: where no frame lies between a segment's start and the time asked for, a fresh
     decoder shows the first frame after the start; a decoder reused from an earlier time must show the same."""
-    from fractions import Fraction
-
-    import av
-
     from stylecast.media.probe import probe
     from stylecast.render import _SourceCursor
 
-    path = tmp_path / "gap.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=10)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.codec_context.time_base = Fraction(1, 10)
-        s.options = {"crf": "0", "preset": "ultrafast", "x264-params": "keyint=100"}
-        pts = list(range(10)) + list(range(20, 30))  # no frame between 0.9 s and 2.0 s
-        for p in pts:
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 10 * (p % 25), np.uint8), format="rgb24")
-            f.pts = p
-            for packet in s.encode(f):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
+    pts = list(range(10)) + list(range(20, 30))  # no frame between 0.9 s and 2.0 s
+    path = write_h264(tmp_path / "gap.mp4", [(p, np.full((48, 64, 3), 10 * (p % 25), np.uint8)) for p in pts],
+                      rate=10, options={"crf": "0", "x264-params": "keyint=100"})
     info = probe(path)
     size = (64, 48)
     for start, t in ((0.3, 0.35), (1.2, 1.25), (1.85, 2.05), (2.0, 2.45)):
@@ -333,21 +320,9 @@ def test_a_slideshow_averaging_under_half_a_frame_per_second_renders(tmp_path, t
     """Four pictures at 0, 1, 10 and 11 s: a variable rate that rounds to 0 fps; it renders at 1 fps."""
     from fractions import Fraction
 
-    import av
-
-    path = tmp_path / "slideshow.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=1)
-        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
-        s.codec_context.time_base = Fraction(1, 10)
-        s.options = {"crf": "18", "preset": "ultrafast"}
-        for k, p in enumerate((0, 10, 100, 110)):
-            f = av.VideoFrame.from_ndarray(np.full((48, 64, 3), 50 * k, np.uint8), format="rgb24")
-            f.pts = p
-            for packet in s.encode(f):
-                c.mux(packet)
-        for packet in s.encode(None):
-            c.mux(packet)
+    pictures = [(p, np.full((48, 64, 3), 50 * k, np.uint8)) for k, p in enumerate((0, 10, 100, 110))]
+    path = write_h264(tmp_path / "slideshow.mp4", pictures, rate=1, time_base=Fraction(1, 10),
+                      options={"crf": "18"})
     info = probe(path)
     assert info.is_vfr and round(info.fps) == 0
     out, plan = engine.apply(path, template_style[0], tmp_path / "o.mp4", Options.model_validate(LOOK_ONLY))

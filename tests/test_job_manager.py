@@ -15,15 +15,6 @@ from stylecast.synth_clip import ShotSpec, make_clip  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def local_ray():
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, object_store_memory=200 * 1024**2, include_dashboard=False, namespace="stylecast-jm-test")
-    yield
-    ray.shutdown()
-
-
-@pytest.fixture(scope="module")
 def clips(tmp_path_factory):
     d = tmp_path_factory.mktemp("jm")
     a = make_clip(d / "a.mp4", [ShotSpec(frames=40, seed=1), ShotSpec(frames=40, seed=2)], width=160, height=90)
@@ -31,10 +22,10 @@ def clips(tmp_path_factory):
     return a.path, b.path
 
 
-def _wait(manager, job_id, states, timeout=180.0):
+def _wait(manager, job_id, states, timeout=180.0, owner=""):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        job = ray.get(manager.get_job.remote("", job_id))
+        job = ray.get(manager.get_job.remote(owner, job_id))
         if job["status"] in states:
             return job
         time.sleep(0.2)
@@ -198,7 +189,60 @@ def test_one_key_may_have_only_so_many_active_jobs(local_ray, clips, tmp_path):
         other_src = ray.get(manager.register_video.remote("bob", str(clips[0])))
         other = {"video_id": other_src["video_id"], "template_video_id": other_src["video_id"]}
         assert ray.get(manager.create_job.remote("bob", other))[1]
-        ray.get(manager.cancel_job.remote("alice", first[0]["job_id"]))
+        _wait(manager, first[0]["job_id"], ("completed", "failed", "cancelled"), owner="alice")  # ends on its own
         assert ray.get(manager.create_job.remote("alice", body))[1]
+    finally:
+        ray.kill(manager, no_restart=True)
+
+
+def test_a_database_folder_is_accepted_on_first_start_and_again(local_ray, tmp_path):
+    """db_path may name a folder (stylecast.db inside, as Store reads it): starting and restarting the
+    service with it is not mistaken for another database."""
+    from actors.job_manager import get_or_create_job_manager
+
+    folder = tmp_path / "db"
+    folder.mkdir()
+    manager = get_or_create_job_manager(str(tmp_path / "share"), db_path=str(folder))
+    try:
+        assert ray.get(manager.settings.remote())["db_path"] == str(folder / "stylecast.db")
+        get_or_create_job_manager(str(tmp_path / "share"), db_path=str(folder), job_deadline_s=10.0)
+        get_or_create_job_manager(str(tmp_path / "share"), db_path=str(folder / "stylecast.db"))
+    finally:
+        ray.kill(manager, no_restart=True)
+
+
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class _DiesOnce:
+    """Its process dies on the first call of each method (a marker file remembers), then answers."""
+
+    def __init__(self, marker_dir: str) -> None:
+        self.marker_dir = marker_dir
+
+    def _once(self, name: str) -> None:
+        import os
+
+        marker = os.path.join(self.marker_dir, name)
+        if not os.path.exists(marker):
+            open(marker, "w").close()
+            os._exit(1)
+
+    def get_job(self, owner, job_id):
+        self._once("get_job")
+        return {"job_id": job_id, "status": "queued"}
+
+    def create_job(self, owner, body, key=None):
+        self._once("create_job")
+        return {"job_id": "job_x"}, True
+
+
+def test_ray_client_calls_ride_out_a_manager_restart_or_say_so(local_ray, tmp_path):
+    from actors.client import _call
+
+    manager = _DiesOnce.remote(str(tmp_path))
+    try:
+        assert _call(manager, "get_job", "", "job_x")["job_id"] == "job_x"  # a read is asked again
+        with pytest.raises(ApiError) as exc:
+            _call(manager, "create_job", "", {})  # a change is not repeated behind the caller's back
+        assert (exc.value.status, exc.value.code) == (503, "job_manager_restarting")
     finally:
         ray.kill(manager, no_restart=True)

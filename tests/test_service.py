@@ -438,6 +438,13 @@ def test_output_range(a, lifecycle, output_bytes):
     for rng in ("bytes=abc", "bytes=5-1", "bytes=1e3-", "items=0-5", "bytes"):
         r = c.get(f"{API}/jobs/{job_id}/output", headers={"Range": rng})
         assert r.status_code == 200 and r.content == output_bytes, rng
+    # If-Range: a stale validator means "send it all" (RFC 9110 13.1.5), even for a range past the end.
+    etag = c.head(f"{API}/jobs/{job_id}/output").headers["etag"]
+    for rng in ("bytes=0-99", f"bytes={n + 10}-"):
+        r = c.get(f"{API}/jobs/{job_id}/output", headers={"Range": rng, "If-Range": '"stale"'})
+        assert r.status_code == 200 and r.content == output_bytes, rng
+    r = c.get(f"{API}/jobs/{job_id}/output", headers={"Range": "bytes=0-99", "If-Range": etag})
+    assert r.status_code == 206 and r.content == output_bytes[:100]
     # HEAD: what download managers ask first (the size, and that ranges work), without the body
     r = c.head(f"{API}/jobs/{job_id}/output")
     assert r.status_code == 200 and r.content == b""
@@ -633,10 +640,12 @@ def test_list_jobs_pagination_and_filter(a, lifecycle):
     assert done["total"] == sum(j["status"] == "completed" for j in all_jobs["items"])
     # While a job runs its status is read fresh: once /result says it completed (as its webhook does), the
     # status endpoint, polled all along, says so too.
+    deadline = time.monotonic() + 300
     while True:
+        assert time.monotonic() < deadline, "the job did not end"
         polled = data(c.get(f"{API}/jobs/{extra['job_id']}"))["status"]
         result = data(c.get(f"{API}/jobs/{extra['job_id']}/result"))["status"]
-        if result in ("completed", "failed"):
+        if result in ("completed", "failed", "cancelled"):
             assert data(c.get(f"{API}/jobs/{extra['job_id']}"))["status"] == result, polled
             break
         time.sleep(0.02)

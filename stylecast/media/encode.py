@@ -12,7 +12,6 @@ import contextlib
 import functools
 import os
 import platform
-import stat
 import tempfile
 import uuid
 from collections.abc import Iterator, Sequence
@@ -23,6 +22,7 @@ import av
 import numpy as np
 
 from stylecast.errors import MediaError
+from stylecast.paths import check_replaceable
 
 AUDIO_RATE = 48000
 # Every GOP starts at a multiple of this: chunks cut on GOP boundaries encode the same.  It is the render's chunk
@@ -97,7 +97,7 @@ def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffi
             raise MediaError(f"{out}: the output would overwrite {other}")
     if out.is_dir():
         raise MediaError(f"{out}: is a directory")
-    _check_replaceable(out)
+    check_replaceable(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".check"):
@@ -106,17 +106,6 @@ def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffi
         where = exc.filename or out.parent
         raise MediaError(f"cannot write {out}: {where}: {exc.strerror or type(exc).__name__}") from None
     return out
-
-
-def _check_replaceable(out: Path) -> None:
-    """Outputs are renamed into place, which would put a regular file where a device or a pipe stood
-    (``-o /dev/null`` run as root would replace the device): those are refused."""
-    try:
-        mode = out.stat().st_mode
-    except OSError:  # not there (or not reachable): nothing would be replaced
-        return
-    if not stat.S_ISREG(mode):
-        raise MediaError(f"{out}: not a regular file (a device, pipe or socket); give a file path")
 
 
 @contextlib.contextmanager
@@ -130,7 +119,7 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
         yield tmp
-        _check_replaceable(path)
+        check_replaceable(path)
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
