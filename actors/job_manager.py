@@ -38,6 +38,7 @@ MAX_INTERRUPTIONS = 2  # a job interrupted by restarts is re-run this many times
 # The stage actors hold the cluster's CPUs (one chunk worker per core); they are kept warm between jobs, and
 # released when no job has run for this long, so that other drivers' jobs (and the autoscaler) get the CPUs.
 POOL_IDLE_S = 60.0
+PURGE_EVERY_S = 3600.0
 
 
 def _ray_connection_lost() -> bool:
@@ -64,7 +65,8 @@ def request_hash(req: CreateJobRequest) -> str:
 class JobManager:
     def __init__(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
                  chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
-                 allow_private_webhooks: bool | None = None, pool_idle_s: float = POOL_IDLE_S,
+                 allow_private_webhooks: bool | None = None, webhook_secret: str | None = None,
+                 pool_idle_s: float = POOL_IDLE_S,
                  db_path: str | None = None, max_active_jobs_per_key: int = 100) -> None:
         self.data_dir = Path(data_dir)
         self.max_active_per_owner = int(max_active_jobs_per_key)
@@ -77,8 +79,12 @@ class JobManager:
         if allow_private_webhooks is None:
             allow_private_webhooks = os.environ.get("STYLECAST_ALLOW_PRIVATE_WEBHOOKS") == "1"
         self.allow_private_webhooks = allow_private_webhooks
-        secret = os.environ.get("STYLECAST_WEBHOOK_SECRET")
+        # Given by the service that starts this actor (on a cluster, this process does not have its
+        # environment); else this process's own.
+        secret = webhook_secret or os.environ.get("STYLECAST_WEBHOOK_SECRET")
         key = parse_secret(secret) if secret else None
+        if key is None:
+            print("stylecast JobManager: no STYLECAST_WEBHOOK_SECRET: webhooks are sent unsigned", flush=True)
         kwargs = {"schedule_s": tuple(webhook_schedule_s)} if webhook_schedule_s else {}
         self.sender = WebhookSender(self.store, key, allow_private=allow_private_webhooks, **kwargs)
         self.sender.start()
@@ -104,7 +110,8 @@ class JobManager:
     def configure(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
                   chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
                   pool_idle_s: float = POOL_IDLE_S, db_path: str | None = None,
-                  max_active_jobs_per_key: int = 100) -> None:
+                  max_active_jobs_per_key: int = 100, webhook_secret: str | None = None,
+                  allow_private_webhooks: bool | None = None) -> None:
         """Take a later service start's settings (this detached actor outlives the service that made it).
 
         The data dir cannot change: the jobs, the queue and the uploads of this manager live there, and a
@@ -120,6 +127,10 @@ class JobManager:
         self.chunk_seconds = chunk_seconds
         self.pool_idle_s = float(pool_idle_s)
         self.max_active_per_owner = int(max_active_jobs_per_key)
+        if webhook_secret:  # a new secret takes effect for the next attempt (events stay queued)
+            self.sender.key = parse_secret(webhook_secret)
+        if allow_private_webhooks is not None:
+            self.allow_private_webhooks = self.sender.allow_private = bool(allow_private_webhooks)
         if webhook_schedule_s:
             self.sender.schedule_s = tuple(float(d) for d in webhook_schedule_s)
         self._wake.set()  # more concurrency may start queued jobs now
@@ -132,7 +143,8 @@ class JobManager:
         return {"data_dir": str(self.data_dir), "db_path": str(self.store.path), "max_concurrent_jobs": self.max_concurrent,
                 "job_deadline_s": self.deadline_s, "chunk_seconds": self.chunk_seconds,
                 "webhook_schedule_s": list(self.sender.schedule_s), "pool_idle_s": self.pool_idle_s,
-                "max_active_jobs_per_key": self.max_active_per_owner}
+                "max_active_jobs_per_key": self.max_active_per_owner, "webhooks_signed": self.sender.key is not None,
+                "allow_private_webhooks": self.allow_private_webhooks}
 
     def _recover(self) -> None:
         """Jobs that were processing when the previous process stopped are re-queued (or failed), and what
@@ -154,6 +166,7 @@ class JobManager:
                                       started_at=None)
 
     def _scheduler(self) -> None:
+        purged = 0.0
         while True:
             self._wake.wait(timeout=1.0)
             self._wake.clear()
@@ -161,6 +174,9 @@ class JobManager:
                 self._start_queued()
                 self._enforce_deadlines()
                 self._release_idle_workers()
+                if time.monotonic() - purged > PURGE_EVERY_S:  # expired Idempotency-Keys (kept 24 h)
+                    purged = time.monotonic()
+                    self.store.purge_idempotency()
             except Exception:  # noqa: BLE001 - the scheduler must keep running
                 traceback.print_exc()
 
@@ -286,6 +302,12 @@ class JobManager:
     def create_job(self, owner: str, body: dict, idempotency_key: str | None = None) -> tuple[dict, bool]:
         """Validate and queue a job; returns (JobResponse as dict, created).  Raises ApiError."""
         req = CreateJobRequest.model_validate(body)
+        if req.webhook_url:  # before any lock: it may wait on DNS, and other callers must not wait on it
+            try:
+                check_webhook_url(req.webhook_url, self.allow_private_webhooks)
+            except ValueError as exc:
+                raise ApiError(422, "invalid_webhook_url", f"webhook_url refused: {exc}", {"field": "webhook_url"}) \
+                    from None
         if not idempotency_key:
             return self._create_job(owner, req, None)
         with self._idempotency_lock:
@@ -300,12 +322,6 @@ class JobManager:
             return self._create_job(owner, req, idempotency_key)
 
     def _create_job(self, owner: str, req: CreateJobRequest, idempotency_key: str | None) -> tuple[dict, bool]:
-        if req.webhook_url:
-            try:
-                check_webhook_url(req.webhook_url, self.allow_private_webhooks)
-            except ValueError as exc:
-                raise ApiError(422, "invalid_webhook_url", f"webhook_url refused: {exc}", {"field": "webhook_url"}) \
-                    from None
         now = utcnow()
         rec = JobRecord(job_id=f"job_{uuid.uuid4().hex[:20]}", owner=owner, status="queued", current_stage=None,
                         progress=0.0, video_id=req.video_id, template_video_id=req.template_video_id,
@@ -434,9 +450,20 @@ def get_or_create_job_manager(data_dir: str, **kwargs):
     # whose local disk can hold the database.
     head = [n["NodeID"] for n in ray.nodes() if n.get("Alive") and "node:__internal_head__" in n.get("Resources", {})]
     placement = {"scheduling_strategy": NodeAffinitySchedulingStrategy(node_id=head[0], soft=True)} if head else {}
+    # The caller's webhook settings travel with the call: on a cluster the manager's process does not see the
+    # environment of the `stylecast serve` that starts it.
+    secret = os.environ.get("STYLECAST_WEBHOOK_SECRET") or None
+    if secret:
+        try:  # a malformed secret fails this start, with the reason, not the actor's constructor
+            parse_secret(secret)
+        except ValueError as exc:
+            raise StylecastError(f"STYLECAST_WEBHOOK_SECRET: {exc}") from None
+        kwargs.setdefault("webhook_secret", secret)
+    if os.environ.get("STYLECAST_ALLOW_PRIVATE_WEBHOOKS") is not None:
+        kwargs.setdefault("allow_private_webhooks", os.environ["STYLECAST_ALLOW_PRIVATE_WEBHOOKS"] == "1")
     manager = JobManager.options(name=JOB_MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
                                  get_if_exists=True, **placement).remote(data_dir, **kwargs)
-    settings = {k: v for k, v in kwargs.items() if k != "allow_private_webhooks"}
+    settings = dict(kwargs)
     if not hasattr(manager, "configure"):  # started by an older stylecast, which had no such method
         raise StylecastError(f"the JobManager running on this cluster is from an older stylecast: stop it first "
                              f"(python -c \"import ray; ray.init(address='auto', namespace='{NAMESPACE}'); "

@@ -310,13 +310,26 @@ class Store:
                                      check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         self._conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-        mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        mode = self._journal_mode_wal(busy_timeout_s)
         if str(mode).lower() != "wal":
             raise RuntimeError(f"cannot put {path} in WAL mode (got {mode!r}); is it on a network file system?")
         self._conn.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe with WAL
         self._migrate()
 
     # -------------------------------------------------------------------------------------------- plumbing
+
+    def _journal_mode_wal(self, busy_timeout_s: float) -> str:
+        """Switch to WAL.  On a new file that needs a moment of exclusive access, and SQLite does not wait
+        out the busy timeout for it: two processes opening a fresh database at once would see "database is
+        locked".  Retried instead, within the busy timeout."""
+        deadline = time.monotonic() + busy_timeout_s
+        while True:
+            try:
+                return self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def close(self) -> None:
         with self._lock:
@@ -656,13 +669,15 @@ class Store:
 
         The event's ``attempts`` goes up by one; it becomes ``delivered`` when ``delivered``, else stays
         ``pending`` due at ``next_attempt_at``, or becomes ``gave_up`` when ``next_attempt_at`` is None.
-        `KeyError` when the event does not exist.
+        An event that has already ended (an attempt of another sender, whose lease had run out, finished
+        first) keeps its state: the attempt is recorded, a late failure never turns ``delivered`` back into
+        ``pending`` (which would send it again).  `KeyError` when the event does not exist.
         """
         at = to_epoch(attempted_at)
         nxt = None if delivered or next_attempt_at is None else to_epoch(next_attempt_at)
         state: WebhookState = "delivered" if delivered else ("pending" if nxt is not None else "gave_up")
         with self._write() as conn:
-            event = conn.execute("SELECT job_id, url, attempts FROM webhook_events WHERE webhook_id = ?",
+            event = conn.execute("SELECT job_id, url, attempts, state FROM webhook_events WHERE webhook_id = ?",
                                  [webhook_id]).fetchone()
             if event is None:
                 raise KeyError(f"no webhook event {webhook_id}")
@@ -672,8 +687,11 @@ class Store:
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [delivery_id, webhook_id, event["job_id"], attempt, event["url"], status_code, error,
                           duration_ms, int(delivered), at, nxt])
-            conn.execute("UPDATE webhook_events SET attempts = ?, next_attempt_at = ?, state = ?, last_error = ? "
-                         "WHERE webhook_id = ?", [attempt, nxt, state, error, webhook_id])
+            if event["state"] == "pending":
+                conn.execute("UPDATE webhook_events SET attempts = ?, next_attempt_at = ?, state = ?, "
+                             "last_error = ? WHERE webhook_id = ?", [attempt, nxt, state, error, webhook_id])
+            else:
+                conn.execute("UPDATE webhook_events SET attempts = ? WHERE webhook_id = ?", [attempt, webhook_id])
         return WebhookDelivery(delivery_id=delivery_id, job_id=event["job_id"], webhook_id=webhook_id,
                                attempt=attempt, url=event["url"], status_code=status_code, error=error,
                                duration_ms=duration_ms, delivered=delivered, attempted_at=from_epoch(at),

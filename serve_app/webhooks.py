@@ -15,13 +15,14 @@ are still sent.
 Delivery
 --------
 `WebhookSender.enqueue` writes the event to the `Store` and returns at once; a daemon thread hands due events
-to a small thread pool that POSTs them with httpx.  Every attempt (status code / error / duration) is recorded
-in the store.  Network errors, timeouts and non-2xx answers (redirects included: they are not followed) are
+to a small thread pool that POSTs them (httpcore).  An attempt ends within ``2 × timeout_s`` however slowly
+the receiver answers.  Every attempt (status code / error / duration) is recorded in the store.  Network errors, timeouts and non-2xx answers (redirects included: they are not followed) are
 retried on the schedule; after the last attempt the event is given up.  Events survive restarts: a new sender
 on the same store picks up whatever is pending.
 
 Target URLs are checked against SSRF with `check_webhook_url` (when the job is created, and again by the
-sender before each attempt unless ``allow_private``).
+sender before each attempt unless ``allow_private``), and each attempt connects to an address that check
+resolved (no second DNS lookup for the connection to be rebound to a private address).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
@@ -51,9 +53,9 @@ from serve_app.store import Store, WebhookEvent
 log = logging.getLogger(__name__)
 
 SECRET_PREFIX = "whsec_"
-DEFAULT_SCHEDULE_S: tuple[float, ...] = (0, 5, 30, 120, 300, 600)
+DEFAULT_SCHEDULE_S: tuple[float, ...] = (0, 5, 30, 120, 300, 450)
 """Delay before each attempt: the first after enqueue, each next one after the previous attempt failed.
-Six attempts over about 18 minutes."""
+Six attempts over about 15 minutes."""
 
 
 # ----------------------------------------------------------------------------------------------------- signing
@@ -156,11 +158,14 @@ def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
     return addresses
 
 
-def check_webhook_url(url: str, allow_private: bool, *, resolve_timeout_s: float = 3.0) -> None:
+def check_webhook_url(url: str, allow_private: bool, *, resolve_timeout_s: float = 3.0) -> list[str]:
     """Refuse (`ValueError` with the reason) a webhook URL that is not http(s) with a host, or whose host
     resolves to ANY loopback, private, link-local, multicast, reserved, unspecified or otherwise non-public
     address (IPv4, IPv6 and IPv4-mapped IPv6), unless ``allow_private``.  An unresolvable host raises
-    `UnresolvableHostError` (a `ValueError`) even with ``allow_private``.  IP literals need no DNS."""
+    `UnresolvableHostError` (a `ValueError`) even with ``allow_private``.  IP literals need no DNS.
+
+    Returns the addresses checked: a delivery connects to one of them (`_PinnedBackend`), never to what a
+    second lookup might answer (a name that resolves to a public address once and to 127.0.0.1 next)."""
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -180,12 +185,68 @@ def check_webhook_url(url: str, allow_private: bool, *, resolve_timeout_s: float
         addresses = _resolve(host, port, resolve_timeout_s)
         literal = False
     if allow_private:
-        return
+        return addresses
     for address in addresses:
         reason = _refusal(ipaddress.ip_address(address.split("%")[0]))  # drop an IPv6 zone id
         if reason is not None:
             shown = host if literal else f"{host} ({address})"
             raise ValueError(f"webhook URL refused: {shown} is {reason}")
+    return addresses
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write waits at most until one deadline for the whole attempt: a
+    receiver that answers a byte at a time cannot hold an attempt (and a sender's worker) longer."""
+
+    def __init__(self, stream: httpcore.NetworkStream, deadline: float) -> None:
+        self._stream, self._deadline = stream, deadline
+
+    def _left(self, timeout: float | None) -> float:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise httpcore.ReadTimeout("the attempt ran past its deadline")
+        return left if timeout is None else min(timeout, left)
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return self._stream.read(max_bytes, self._left(timeout))
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        self._stream.write(buffer, self._left(timeout))
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def start_tls(self, ssl_context, server_hostname: str | None = None,
+                  timeout: float | None = None) -> httpcore.NetworkStream:
+        return _DeadlineStream(self._stream.start_tls(ssl_context, server_hostname, self._left(timeout)),
+                               self._deadline)
+
+    def get_extra_info(self, info: str):
+        return self._stream.get_extra_info(info)
+
+
+class _PinnedBackend(httpcore.SyncBackend):
+    """Connects to the checked addresses (in turn, as a resolver's answer is tried), whatever the URL's host
+    name resolves to now (TLS still verifies and sends that name), and bounds the attempt by ``deadline``
+    (time.monotonic())."""
+
+    def __init__(self, addresses: Sequence[str], deadline: float) -> None:
+        self._addresses, self._deadline = list(addresses), deadline
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        failure: Exception | None = None
+        for address in self._addresses:
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                raise httpcore.ConnectTimeout("the attempt ran past its deadline")
+            try:
+                stream = super().connect_tcp(address, port, timeout=left if timeout is None else min(timeout, left),
+                                             local_address=local_address, socket_options=socket_options)
+            except httpcore.ConnectError as exc:
+                failure = exc
+                continue
+            return _DeadlineStream(stream, self._deadline)
+        raise failure or httpcore.ConnectError(f"no address to connect to for {host}")
 
 
 # ------------------------------------------------------------------------------------------------------ sender
@@ -218,10 +279,12 @@ class WebhookSender:
         self.max_workers = max_workers
         self.allow_private = allow_private
         self.poll_interval_s = poll_interval_s
-        # An attempt that has not been recorded after this long is considered lost (its process died).
-        self.lease_s = 4 * self.timeout_s + 30
+        # One attempt (DNS, connect, send, the answer's head) ends within this long, however the receiver
+        # trickles; an attempt not recorded by the end of its lease is considered lost (its process died).
+        self.attempt_deadline_s = 2 * self.timeout_s
+        self.lease_s = self.attempt_deadline_s + 3.0 + 30
         self.user_agent = user_agent
-        self._client = self._make_client()
+        self._ssl_context = httpx.create_ssl_context()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -249,8 +312,6 @@ class WebhookSender:
         if self._thread is not None and self._thread.is_alive():
             return self
         self._stop.clear()
-        if self._client.is_closed:
-            self._client = self._make_client()
         self._pool = ThreadPoolExecutor(max_workers=self.max_workers, thread_name_prefix="webhook-send")
         self._thread = threading.Thread(target=self._loop, name="webhook-sender", daemon=True)
         self._thread.start()
@@ -267,7 +328,6 @@ class WebhookSender:
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
-        self._client.close()
 
     def __enter__(self) -> WebhookSender:
         return self.start()
@@ -290,10 +350,8 @@ class WebhookSender:
         give_up_now = False
         started = time.perf_counter()
         try:
-            if not self.allow_private:
-                check_webhook_url(event.url, allow_private=False)
-            with self._client.stream("POST", event.url, content=event.payload, headers=headers) as response:
-                status_code = response.status_code
+            addresses = check_webhook_url(event.url, allow_private=self.allow_private)
+            status_code = self._post(event.url, addresses, event.payload, headers)
             if not 200 <= status_code < 300:
                 error = f"HTTP {status_code}"
         except UnresolvableHostError as exc:  # maybe transient DNS trouble: retry
@@ -301,9 +359,9 @@ class WebhookSender:
         except ValueError as exc:  # refused address or malformed URL: retrying cannot help
             error = str(exc)
             give_up_now = True
-        except httpx.TimeoutException as exc:
-            error = f"timeout after {self.timeout_s:g} s ({type(exc).__name__})"
-        except httpx.HTTPError as exc:
+        except httpcore.TimeoutException as exc:
+            error = f"timeout after {time.perf_counter() - started:.1f} s ({type(exc).__name__})"
+        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.UnsupportedProtocol) as exc:
             error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         except Exception as exc:  # noqa: BLE001 — never let one event kill a worker
             error = f"{type(exc).__name__}: {exc}"
@@ -325,10 +383,17 @@ class WebhookSender:
 
     # ------------------------------------------------------------------------------------------ internals
 
-    def _make_client(self) -> httpx.Client:
-        # No redirects (a 3xx could point anywhere, e.g. at a private address); no proxies from the environment.
-        return httpx.Client(timeout=httpx.Timeout(self.timeout_s), follow_redirects=False, trust_env=False,
-                            headers={"user-agent": self.user_agent})
+    def _post(self, url: str, addresses: Sequence[str], body: bytes, headers: dict[str, str]) -> int:
+        """POST ``body`` to ``url`` over a connection to one of ``addresses``; the answer's status (its body is
+        not read).  No redirects (a 3xx could point anywhere), no proxies, and one deadline for everything."""
+        deadline = time.monotonic() + self.attempt_deadline_s
+        timeouts = {"connect": self.timeout_s, "read": self.timeout_s, "write": self.timeout_s,
+                    "pool": self.timeout_s}
+        with httpcore.ConnectionPool(ssl_context=self._ssl_context, max_connections=1,
+                                     network_backend=_PinnedBackend(addresses, deadline)) as pool:
+            with pool.stream("POST", url, headers={"user-agent": self.user_agent, **headers}, content=body,
+                             extensions={"timeout": timeouts}) as response:
+                return response.status
 
     def _loop(self) -> None:
         while not self._stop.is_set():

@@ -246,3 +246,43 @@ def test_ray_client_calls_ride_out_a_manager_restart_or_say_so(local_ray, tmp_pa
         assert (exc.value.status, exc.value.code) == (503, "job_manager_restarting")
     finally:
         ray.kill(manager, no_restart=True)
+
+
+def test_webhook_settings_travel_with_the_start_and_old_keys_are_purged(local_ray, tmp_path, monkeypatch):
+    """On a cluster the manager's process does not see the serve command's environment: the secret and the
+    private-address switch are passed along, also to a manager that already runs.  Expired Idempotency-Keys
+    are deleted, not only ignored."""
+    from actors.job_manager import get_or_create_job_manager
+    from serve_app.webhooks import generate_secret
+    from stylecast.errors import StylecastError
+
+    store = Store(tmp_path / "stylecast.db")
+    store.put_idempotency("", "old-key", "h", "job_old", now=time.time() - 2 * 24 * 3600)
+    store.put_idempotency("", "new-key", "h", "job_new")
+    monkeypatch.delenv("STYLECAST_WEBHOOK_SECRET", raising=False)
+    monkeypatch.delenv("STYLECAST_ALLOW_PRIVATE_WEBHOOKS", raising=False)
+    manager = get_or_create_job_manager(str(tmp_path))
+    try:
+        assert not ray.get(manager.settings.remote())["webhooks_signed"]
+        monkeypatch.setenv("STYLECAST_WEBHOOK_SECRET", generate_secret())
+        monkeypatch.setenv("STYLECAST_ALLOW_PRIVATE_WEBHOOKS", "1")
+        get_or_create_job_manager(str(tmp_path))
+        settings = ray.get(manager.settings.remote())
+        assert settings["webhooks_signed"] and settings["allow_private_webhooks"]
+        monkeypatch.setenv("STYLECAST_WEBHOOK_SECRET", "whsec_not*base64!")
+        with pytest.raises(StylecastError, match="STYLECAST_WEBHOOK_SECRET"):
+            get_or_create_job_manager(str(tmp_path))
+        deadline = time.monotonic() + 10
+        while _rows(tmp_path / "stylecast.db", "idempotency_keys") != 1:  # purged at start, then hourly
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert store.get_idempotency("", "new-key") is not None
+    finally:
+        ray.kill(manager, no_restart=True)
+
+
+def _rows(db, table: str) -> int:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0]

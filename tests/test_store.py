@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -323,6 +324,22 @@ def test_webhook_events_due_claim_and_deliveries(store):
         store.record_delivery_attempt("msg_x", delivery_id="d4", attempted_at=now, delivered=True)
 
 
+def test_a_late_failure_never_reopens_a_delivered_webhook(store):
+    """Two attempts of one event overlap (the first sender's lease ran out): the second delivers, then the
+    first's failure is recorded: it is history, and the event stays delivered (not pending: sent again)."""
+    now = 1_700_000_000.0
+    store.add_webhook_event("msg_1", "j1", "https://example.com/h", b"{}", next_attempt_at=now, now=now)
+    assert store.claim_webhook_events(now, 10, lease_s=30)
+    assert store.claim_webhook_events(now + 31, 10, lease_s=30)  # the lease ran out: claimed again
+    store.record_delivery_attempt("msg_1", delivery_id="d2", attempted_at=now + 31, delivered=True, status_code=200)
+    store.record_delivery_attempt("msg_1", delivery_id="d1", attempted_at=now, delivered=False, error="timeout",
+                                  next_attempt_at=now + 60)
+    event = store.get_webhook_event("msg_1")
+    assert event.state == "delivered" and event.attempts == 2
+    assert store.due_webhook_events(now + 1000, 10) == []
+    assert [d.delivery_id for d in store.list_deliveries("j1")] == ["d1", "d2"]  # by when each attempt began
+
+
 # ------------------------------------------------------------------------------------- persistence, processes
 
 def test_second_store_sees_committed_writes(tmp_path):
@@ -453,3 +470,30 @@ def test_reader_in_another_process(tmp_path):
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert out.startswith("seen 100.0")
+
+
+def _open_fresh(args) -> str:
+    folder, barrier, rounds = args
+    from serve_app.store import Store
+
+    errors = []
+    for k in range(rounds):
+        barrier.wait()
+        try:
+            Store(Path(folder) / f"round{k}.db").close()
+        except Exception as exc:  # noqa: BLE001 - reported to the test
+            errors.append(repr(exc))
+    return "; ".join(errors)
+
+
+def test_processes_opening_a_new_database_at_once_all_get_it(tmp_path):
+    """The switch to WAL needs a moment of exclusive access that SQLite does not wait for: processes creating
+    the same database at the same moment (a replica and the manager starting) must all succeed."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    workers, rounds = 4, 10
+    barrier = ctx.Manager().Barrier(workers)
+    with ctx.Pool(workers) as pool:
+        errors = pool.map(_open_fresh, [(str(tmp_path), barrier, rounds)] * workers)
+    assert errors == [""] * workers, errors

@@ -394,3 +394,49 @@ def test_schedule_validation(store):
         WebhookSender(store, None, schedule_s=())
     with pytest.raises(ValueError):
         WebhookSender(store, None, schedule_s=(0, -1))
+
+
+def test_an_attempt_connects_to_the_checked_address_not_a_second_lookup(store, receivers):
+    """DNS rebinding: a name checked as public must not be looked up again for the connection (the second
+    answer could be 127.0.0.1).  The attempt connects to the addresses the check returned, in turn, and
+    still names the host in its request."""
+    rx = receivers()
+    assert check_webhook_url(rx.url, allow_private=True) == ["127.0.0.1"]
+    sender = WebhookSender(store, None, allow_private=True)
+    url = f"http://rebound.invalid:{rx.port}/hook"  # no resolver knows this name: only the pinned address works
+    # the first address refuses (nothing listens on 127.0.0.2 here): the next one is tried
+    assert sender._post(url, ["127.0.0.2", "127.0.0.1"], b"{}", {"content-type": "application/json"}) == 200
+    headers, body, path = rx.requests[-1]
+    assert headers["host"] == f"rebound.invalid:{rx.port}" and body == b"{}" and path == "/hook"
+
+
+def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off(store, senders):
+    """Every read gets a timeout, but a receiver could send one byte just inside it, forever: the attempt
+    has one deadline (2 x timeout_s), so a worker is never held longer."""
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle() -> None:
+        conn, _ = listener.accept()
+        conn.recv(65536)
+        while not stop.is_set():
+            try:
+                conn.sendall(b"H")
+            except OSError:
+                break
+            time.sleep(0.1)
+        conn.close()
+
+    threading.Thread(target=trickle, daemon=True).start()
+    try:
+        sender = senders(store, None, schedule_s=(0,), timeout_s=0.5, allow_private=True).start()
+        webhook_id = sender.enqueue("j1", f"http://127.0.0.1:{listener.getsockname()[1]}/hook", PAYLOAD)
+        wait_for(lambda: store.get_webhook_event(webhook_id).state != "pending", timeout_s=20)
+        [delivery] = store.list_deliveries("j1")
+        assert not delivery.delivered and "timeout" in delivery.error
+        assert store.get_webhook_event(webhook_id).state == "gave_up"
+    finally:
+        stop.set()
+        listener.close()
