@@ -112,7 +112,10 @@ class ActorPool:
                     try:
                         node = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001 - an actor that failed to start is dropped
-                        self.start_errors.append(exc)
+                        # Only its own constructor failing says anything about the next one (a node that
+                        # died while its actors started does not).
+                        if getattr(exc, "actor_init_failed", False):
+                            self.start_errors.append(exc)
                         continue
                     self.start_errors.clear()
                     self.node_of[actor._actor_id.hex()] = node
@@ -171,6 +174,8 @@ def run_chunks(
     """
     pending = deque(tasks)
     in_flight: dict = {}
+    with pool._lock:
+        pool.start_errors.clear()  # an earlier job's start-up failures say nothing about this one
     pool.refresh(force=True)  # first: it drops the actors of nodes that have gone
     idle = list(pool.ready)
     attempts: dict = {}
@@ -202,7 +207,7 @@ def run_chunks(
             key, submit = pending.popleft()
             in_flight[submit(actor)] = (actor, key, submit)
         if not in_flight:
-            if not pool.ready and len(pool.start_errors) >= MAX_ATTEMPTS:
+            if not pool.ready and not pool.starting and len(pool.start_errors) >= MAX_ATTEMPTS:
                 # Workers are started but fail in their constructor (an import, the kernels' warm-up, the
                 # runtime_env): waiting would not help.
                 raise ChunkFailed(f"no worker could be started: {_reason(pool.start_errors[-1])}")

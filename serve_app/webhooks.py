@@ -152,7 +152,10 @@ def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
         raise UnresolvableHostError(f"webhook host {host!r} did not resolve within {timeout_s:g} s")
     if "error" in result:
         raise UnresolvableHostError(f"webhook host {host!r} does not resolve: {result['error']}")
-    addresses = [info[4][0] for info in result["infos"]]
+    # A link-local IPv6 answer needs its zone to be connected to (getaddrinfo gives the scope id apart).
+    addresses = [f"{info[4][0]}%{socket.if_indextoname(info[4][3])}"
+                 if info[0] == socket.AF_INET6 and info[4][3] and "%" not in info[4][0] else info[4][0]
+                 for info in result["infos"]]
     if not addresses:
         raise UnresolvableHostError(f"webhook host {host!r} resolves to no address")
     return addresses
@@ -242,7 +245,7 @@ class _PinnedBackend(httpcore.SyncBackend):
             try:
                 stream = super().connect_tcp(address, port, timeout=left if timeout is None else min(timeout, left),
                                              local_address=local_address, socket_options=socket_options)
-            except httpcore.ConnectError as exc:
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:  # e.g. an IPv6 route that drops
                 failure = exc
                 continue
             return _DeadlineStream(stream, self._deadline)
@@ -389,9 +392,18 @@ class WebhookSender:
         deadline = time.monotonic() + self.attempt_deadline_s
         timeouts = {"connect": self.timeout_s, "read": self.timeout_s, "write": self.timeout_s,
                     "pool": self.timeout_s}
+        # httpx builds the request as its own client would: Host (IPv6 literals in brackets), percent- and
+        # IDNA-encoding, Basic auth from credentials in the URL, Content-Length.
+        target = httpx.URL(url)
+        request = httpx.Request("POST", target, headers={"user-agent": self.user_agent, **headers}, content=body)
+        if target.username or target.password:
+            token = base64.b64encode(f"{target.username}:{target.password}".encode()).decode()
+            request.headers["authorization"] = f"Basic {token}"
+        core_url = httpcore.URL(scheme=target.raw_scheme, host=target.raw_host, port=target.port,
+                                target=target.raw_path)
         with httpcore.ConnectionPool(ssl_context=self._ssl_context, max_connections=1,
                                      network_backend=_PinnedBackend(addresses, deadline)) as pool:
-            with pool.stream("POST", url, headers={"user-agent": self.user_agent, **headers}, content=body,
+            with pool.stream("POST", core_url, headers=request.headers.raw, content=body,
                              extensions={"timeout": timeouts}) as response:
                 return response.status
 

@@ -440,3 +440,53 @@ def test_a_receiver_that_answers_a_byte_at_a_time_is_cut_off(store, senders):
     finally:
         stop.set()
         listener.close()
+
+
+def test_the_request_is_built_as_an_http_client_builds_it(store, receivers):
+    """Credentials in the URL become Basic auth, a path is percent-encoded, and an IPv6 literal is named in
+    brackets in the Host header (the request line and headers are httpx's, only the connection is pinned)."""
+    import base64 as b64
+    import socket
+
+    rx = receivers()
+    sender = WebhookSender(store, None, allow_private=True)
+    assert sender._post(f"http://hook%20user:pa%20ss@127.0.0.1:{rx.port}/a b/hook", ["127.0.0.1"], b"{}", {}) == 200
+    headers, _, path = rx.requests[-1]
+    assert path == "/a%20b/hook"
+    assert headers["authorization"] == "Basic " + b64.b64encode(b"hook user:pa ss").decode()
+    assert headers["host"] == f"127.0.0.1:{rx.port}"
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 here")
+    try:
+        probe = socket.socket(socket.AF_INET6)
+        probe.bind(("::1", 0))
+        probe.close()
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+
+    class V6Server(ThreadingHTTPServer):
+        address_family = socket.AF_INET6
+
+    seen: list[str] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            seen.append(self.headers["host"])
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = V6Server(("::1", 0), Handler)
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        assert sender._post(f"http://[::1]:{port}/hook", check_webhook_url(f"http://[::1]:{port}/hook", True),
+                            b"{}", {}) == 204
+        assert seen == [f"[::1]:{port}"]
+    finally:
+        server.shutdown()
+        server.server_close()
