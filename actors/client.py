@@ -58,38 +58,45 @@ _READS = {"get_job", "get_result", "stats", "settings", "ready"}  # safe to ask 
 _RESTART_WAIT_S = 30.0
 
 
-def _call(manager, method: str, *args) -> Any:
-    """``ray.get(manager.<method>.remote(*args))``; the JobManager's ApiError is raised as itself.
+def manager_error(exc: BaseException, method: str) -> ApiError | None:
+    """The ApiError a failed JobManager call stands for (the REST API answers the same), or None.
 
-    If the manager's process dies during the call, Ray restarts it: a read is asked again (for up to
-    _RESTART_WAIT_S), a change raises ApiError 503 ``job_manager_restarting``, as the REST API answers —
-    whether it took effect is unknown, so it is not repeated behind the caller's back."""
+    The manager's own ApiError comes back as itself, a pydantic ValidationError as 422, and the manager's
+    process dying during the call as 503 ``job_manager_restarting``: Ray restarts it, but whether the call took
+    effect is unknown, so it is not re-run behind the caller's back."""
+    import ray
+
+    if isinstance(exc, ray.exceptions.RayActorError):
+        return ApiError(503, "job_manager_restarting", f"the job manager restarted during {method}; retry it "
+                        "(with the same Idempotency-Key, if any)", headers={"Retry-After": "2"})
+    cause = getattr(exc, "cause", None) if isinstance(exc, ray.exceptions.RayTaskError) else None
+    if isinstance(cause, ApiError):
+        return cause
+    if cause is not None and type(cause).__name__ == "ValidationError":
+        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+                  for e in cause.errors()]
+        return ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
+                        errors)
+    return None
+
+
+def _call(manager, method: str, *args) -> Any:
+    """``ray.get(manager.<method>.remote(*args))``, failures raised as `manager_error` says; a read whose
+    manager restarted during it is asked again (for up to _RESTART_WAIT_S)."""
     import ray
 
     deadline = time.monotonic() + _RESTART_WAIT_S
     while True:
         try:
-            return _call_once(ray, manager, method, *args)
-        except ray.exceptions.RayActorError:
-            if method not in _READS or time.monotonic() > deadline:
-                raise ApiError(503, "job_manager_restarting", f"the job manager restarted during {method}; retry "
-                               "it (a job created meanwhile is listed by the API)") from None
-            time.sleep(0.5)
-
-
-def _call_once(ray, manager, method: str, *args) -> Any:
-    try:
-        return ray.get(getattr(manager, method).remote(*args))
-    except ray.exceptions.RayTaskError as exc:
-        cause = getattr(exc, "cause", None)
-        if isinstance(cause, ApiError):
-            raise cause from None
-        if cause is not None and type(cause).__name__ == "ValidationError":
-            errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
-                      for e in cause.errors()]
-            raise ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
-                           errors) from None
-        raise
+            return ray.get(getattr(manager, method).remote(*args))
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            if isinstance(exc, ray.exceptions.RayActorError) and method in _READS and time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            error = manager_error(exc, method)
+            if error is None:
+                raise
+            raise error from None
 
 
 class JobHandle:

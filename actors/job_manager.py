@@ -63,31 +63,17 @@ def request_hash(req: CreateJobRequest) -> str:
 # caller sees the call fail (the API answers 503, to be retried; Idempotency-Key makes that safe).
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=0, max_concurrency=32)
 class JobManager:
-    def __init__(self, data_dir: str, *, max_concurrent_jobs: int = 1, job_deadline_s: float = 3600.0,
-                 chunk_seconds: float | None = None, webhook_schedule_s: tuple[float, ...] | None = None,
-                 allow_private_webhooks: bool | None = None, webhook_secret: str | None = None,
-                 pool_idle_s: float = POOL_IDLE_S,
-                 db_path: str | None = None, max_active_jobs_per_key: int = 100) -> None:
+    def __init__(self, data_dir: str, **settings) -> None:
+        """``settings``: those of `configure` (they may change later; the data dir and database may not)."""
         self.data_dir = Path(data_dir)
-        self.max_active_per_owner = int(max_active_jobs_per_key)
-        self.pool_idle_s = float(pool_idle_s)
         (self.data_dir / "outputs").mkdir(parents=True, exist_ok=True)
-        self.store = Store(db_path or self.data_dir)
-        self.max_concurrent = max(1, int(max_concurrent_jobs))
-        self.deadline_s = float(job_deadline_s)
-        self.chunk_seconds = chunk_seconds
-        if allow_private_webhooks is None:
-            allow_private_webhooks = os.environ.get("STYLECAST_ALLOW_PRIVATE_WEBHOOKS") == "1"
-        self.allow_private_webhooks = allow_private_webhooks
-        # Given by the service that starts this actor (on a cluster, this process does not have its
-        # environment); else this process's own.
-        secret = webhook_secret or os.environ.get("STYLECAST_WEBHOOK_SECRET")
-        key = parse_secret(secret) if secret else None
-        if key is None:
-            print("stylecast JobManager: no STYLECAST_WEBHOOK_SECRET: webhooks are sent unsigned", flush=True)
-        kwargs = {"schedule_s": tuple(webhook_schedule_s)} if webhook_schedule_s else {}
-        self.sender = WebhookSender(self.store, key, allow_private=allow_private_webhooks, **kwargs)
-        self.sender.start()
+        self.store = Store(settings.get("db_path") or self.data_dir)
+        # The webhook secret and private-address switch come from the service that starts this actor (on a
+        # cluster this process does not have its environment), else from this process's own.
+        settings["webhook_secret"] = settings.get("webhook_secret") or os.environ.get("STYLECAST_WEBHOOK_SECRET")
+        if settings.get("allow_private_webhooks") is None:
+            settings["allow_private_webhooks"] = os.environ.get("STYLECAST_ALLOW_PRIVATE_WEBHOOKS") == "1"
+        self.sender = WebhookSender(self.store, None)  # its key, schedule and checks: configure below
         self._lock = threading.Lock()
         # Held from looking an Idempotency-Key up to storing it: concurrent retries (the actor serves up to
         # 32 calls at once) must find the first one's job, not create their own.
@@ -100,6 +86,10 @@ class JobManager:
         self._pipeline_lock = threading.Lock()
         self._idle_since = time.monotonic()
         self._wake = threading.Event()
+        self.configure(data_dir, **settings)
+        if self.sender.key is None:
+            print("stylecast JobManager: no STYLECAST_WEBHOOK_SECRET: webhooks are sent unsigned", flush=True)
+        self.sender.start()
         self._recover()
         threading.Thread(target=self._scheduler, name="job-scheduler", daemon=True).start()
 
@@ -132,7 +122,7 @@ class JobManager:
         if allow_private_webhooks is not None:
             self.allow_private_webhooks = self.sender.allow_private = bool(allow_private_webhooks)
         if webhook_schedule_s:
-            self.sender.schedule_s = tuple(float(d) for d in webhook_schedule_s)
+            self.sender.set_schedule(webhook_schedule_s)
         self._wake.set()  # more concurrency may start queued jobs now
 
     def node_ip(self) -> str:
@@ -463,13 +453,12 @@ def get_or_create_job_manager(data_dir: str, **kwargs):
         kwargs.setdefault("allow_private_webhooks", os.environ["STYLECAST_ALLOW_PRIVATE_WEBHOOKS"] == "1")
     manager = JobManager.options(name=JOB_MANAGER_NAME, namespace=NAMESPACE, lifetime="detached",
                                  get_if_exists=True, **placement).remote(data_dir, **kwargs)
-    settings = dict(kwargs)
     if not hasattr(manager, "configure"):  # started by an older stylecast, which had no such method
         raise StylecastError(f"the JobManager running on this cluster is from an older stylecast: stop it first "
                              f"(python -c \"import ray; ray.init(address='auto', namespace='{NAMESPACE}'); "
                              f"ray.kill(ray.get_actor('{JOB_MANAGER_NAME}'))\")")
     try:
-        ray.get(manager.configure.remote(data_dir, **settings))
+        ray.get(manager.configure.remote(data_dir, **kwargs))
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None)
         if isinstance(cause, ApiError):

@@ -23,7 +23,7 @@ from actors.stages import AudioAnalyzer, CancelFlag, Renderer, StyleApplier, Sty
 from stylecast.analyze import split_ranges
 from stylecast.engine import write_json_atomic
 from stylecast.errors import CancelledError
-from stylecast.media.encode import atomic_output
+from stylecast.paths import atomic_output
 from stylecast.media.probe import probe
 from stylecast.options import Options
 from stylecast.plan import RenderPlan

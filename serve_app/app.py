@@ -40,30 +40,24 @@ class Service:
         self.job_manager = job_manager
 
     async def call(self, method: str, *args):
-        """Call a JobManager method; its ApiError comes back as our ApiError."""
+        """Call a JobManager method; its failures come back as the ApiError they stand for (503 when the
+        manager restarted during the call: the client retries, safely with an Idempotency-Key)."""
         import ray
+
+        from actors.client import manager_error
 
         try:
             return await getattr(self.job_manager, method).remote(*args)
-        except ray.exceptions.RayTaskError as exc:
-            cause = getattr(exc, "cause", None)
-            if isinstance(cause, ApiError):
-                raise cause from None
-            if cause is not None and type(cause).__name__ == "ValidationError":
-                raise ApiError(422, "validation_error", "invalid request body", _errors(cause)) from None
-            raise
-        except ray.exceptions.RayActorError:
-            # The JobManager's process died during the call; Ray restarts it (its state is in SQLite).  Whether
-            # the call took effect is unknown, so it is not re-run here: the client retries (safely with an
-            # Idempotency-Key).
-            raise ApiError(503, "job_manager_restarting", "the job manager restarted during this request; "
-                           "retry it (with the same Idempotency-Key, if any)", headers={"Retry-After": "2"}) from None
+        except (ray.exceptions.RayActorError, ray.exceptions.RayTaskError) as exc:
+            error = manager_error(exc, method)
+            if error is None:
+                raise
+            raise error from None
 
 
 SERVICE: Service | None = None
 app = FastAPI(title="stylecast", version="1", description="Video style transfer jobs: upload a source and a "
               "template video, create a job, follow its stage and progress, download the result.")
-
 
 
 def _openapi() -> dict:

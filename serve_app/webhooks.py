@@ -16,9 +16,10 @@ Delivery
 --------
 `WebhookSender.enqueue` writes the event to the `Store` and returns at once; a daemon thread hands due events
 to a small thread pool that POSTs them (httpcore).  An attempt ends within ``2 × timeout_s`` however slowly
-the receiver answers.  Every attempt (status code / error / duration) is recorded in the store.  Network errors, timeouts and non-2xx answers (redirects included: they are not followed) are
-retried on the schedule; after the last attempt the event is given up.  Events survive restarts: a new sender
-on the same store picks up whatever is pending.
+the receiver answers.  Every attempt (status code / error / duration) is recorded in the store.  Network
+errors, timeouts and non-2xx answers (redirects included: they are not followed) are retried on the schedule;
+after the last attempt the event is given up.  Events survive restarts: a new sender on the same store picks
+up whatever is pending.
 
 Target URLs are checked against SSRF with `check_webhook_url` (when the job is created, and again by the
 sender before each attempt unless ``allow_private``), and each attempt connects to an address that check
@@ -161,7 +162,10 @@ def _resolve(host: str, port: int, timeout_s: float) -> list[str]:
     return addresses
 
 
-def check_webhook_url(url: str, allow_private: bool, *, resolve_timeout_s: float = 3.0) -> list[str]:
+RESOLVE_TIMEOUT_S = 3.0  # a webhook host that does not resolve within this long is retried later
+
+
+def check_webhook_url(url: str, allow_private: bool, *, resolve_timeout_s: float = RESOLVE_TIMEOUT_S) -> list[str]:
     """Refuse (`ValueError` with the reason) a webhook URL that is not http(s) with a host, or whose host
     resolves to ANY loopback, private, link-local, multicast, reserved, unspecified or otherwise non-public
     address (IPv4, IPv6 and IPv4-mapped IPv6), unless ``allow_private``.  An unresolvable host raises
@@ -270,13 +274,9 @@ class WebhookSender:
                  timeout_s: float = 10, clock: Callable[[], float] = time.time, max_workers: int = 4,
                  allow_private: bool = False, poll_interval_s: float = 1.0,
                  user_agent: str = "stylecast-webhooks/1") -> None:
-        if not schedule_s:
-            raise ValueError("schedule_s needs at least one attempt")
-        if any(d < 0 for d in schedule_s):
-            raise ValueError("schedule_s delays must be >= 0")
         self.store = store
         self.key = key
-        self.schedule_s = tuple(float(d) for d in schedule_s)
+        self.set_schedule(schedule_s)
         self.timeout_s = float(timeout_s)
         self.clock = clock
         self.max_workers = max_workers
@@ -285,7 +285,7 @@ class WebhookSender:
         # One attempt (DNS, connect, send, the answer's head) ends within this long, however the receiver
         # trickles; an attempt not recorded by the end of its lease is considered lost (its process died).
         self.attempt_deadline_s = 2 * self.timeout_s
-        self.lease_s = self.attempt_deadline_s + 3.0 + 30
+        self.lease_s = RESOLVE_TIMEOUT_S + self.attempt_deadline_s + 30
         self.user_agent = user_agent
         self._ssl_context = httpx.create_ssl_context()
         self._wake = threading.Event()
@@ -296,6 +296,14 @@ class WebhookSender:
         self._count_lock = threading.Lock()
 
     # ------------------------------------------------------------------------------------------- public
+
+    def set_schedule(self, schedule_s: Sequence[float]) -> None:
+        """The delays before each attempt (see the class); takes effect for the next attempt."""
+        if not schedule_s:
+            raise ValueError("schedule_s needs at least one attempt")
+        if any(d < 0 for d in schedule_s):
+            raise ValueError("schedule_s delays must be >= 0")
+        self.schedule_s = tuple(float(d) for d in schedule_s)
 
     def enqueue(self, job_id: str, url: str, payload: dict[str, Any] | BaseModel) -> str:
         """Persist one event (a new ``msg_<uuid>`` webhook-id) due now + ``schedule_s[0]`` and wake the worker.
@@ -321,7 +329,7 @@ class WebhookSender:
         return self
 
     def stop(self, timeout_s: float | None = None) -> None:
-        """Stop taking events and wait for attempts in flight (each bounded by the request timeout).
+        """Stop taking events and wait for attempts in flight (each ends within its deadline, 2 x timeout_s).
         Pending events stay in the store for the next sender."""
         self._stop.set()
         self._wake.set()

@@ -94,7 +94,7 @@ def _chunk_seconds(text: str) -> float:
 
 def _check_writable(path: str | None, others: list[str], suffix: str | None = None) -> Path | None:
     """Refuse an output path that is an input, a directory, unwritable or of the wrong type — before any work."""
-    from stylecast.media.encode import check_output_path
+    from stylecast.paths import check_output_path
 
     return None if path is None else check_output_path(path, [o for o in others if o is not None], suffix)
 
@@ -152,7 +152,7 @@ def cmd_run(args) -> int:
 def cmd_extract(args) -> int:
     from stylecast import engine
     from stylecast.color import write_cube
-    from stylecast.media.encode import atomic_output
+    from stylecast.paths import atomic_output
 
     _check_writable(args.output, [args.template])
     _check_writable(args.cube, [args.template, args.output])

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from stylecast.analyze import AnalysisJob, VideoAnalysis, analyze_file, analyze_files
 from stylecast.errors import MediaError, OptionsError
-from stylecast.media.encode import check_output_path
+from stylecast.paths import check_output_path
 from stylecast.media.probe import probe
 from stylecast.options import Options, format_validation_error
 from stylecast.plan import RenderPlan, build_plan
@@ -135,7 +135,7 @@ def run(
 
 
 def write_json_atomic(path: str | Path, data) -> None:
-    from stylecast.media.encode import atomic_output
+    from stylecast.paths import atomic_output
 
     with atomic_output(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2))

@@ -1,7 +1,15 @@
-"""Output paths: what may be replaced by a file renamed into place (no media libraries: the SDK uses it too)."""
+"""Output paths: checked before any work, written beside the target and renamed into place when complete.
+
+No media libraries here: the SDK's downloads use the same rules as the engine's outputs.
+"""
 from __future__ import annotations
 
+import contextlib
+import os
 import stat
+import tempfile
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from stylecast.errors import MediaError
@@ -16,3 +24,49 @@ def check_replaceable(out: str | Path) -> None:
         return
     if not stat.S_ISREG(mode):
         raise MediaError(f"{out}: not a regular file (a device, pipe or socket); give a file path")
+
+
+def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffix: str | None = None) -> Path:
+    """Refuse, before any work, an output path that cannot be written or would overwrite ``others`` (the
+    inputs, and the command's other outputs); ``suffix``: the file type it must have (e.g. ``".mp4"``).
+
+    The folder is created if missing, and a temporary file is made and removed in it: that is the one test
+    that holds for every reason a write can fail (read-only mounts, /proc, a file where a folder should be).
+    """
+    if isinstance(path, str) and path.endswith(("/", os.sep)):  # Path() would drop the slash
+        raise MediaError(f"{path}: names a folder; give the output file's name")
+    out = Path(path)
+    if suffix and out.suffix.lower() != suffix:
+        raise MediaError(f"{out}: the output must be a {suffix} file")
+    for other in others:
+        if Path(other).resolve() == out.resolve():
+            raise MediaError(f"{out}: the output would overwrite {other}")
+    if out.is_dir():
+        raise MediaError(f"{out}: is a directory")
+    check_replaceable(out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=out.parent, prefix=f".{out.name}.", suffix=".check"):
+            pass
+    except OSError as exc:
+        where = exc.filename or out.parent
+        raise MediaError(f"cannot write {out}: {where}: {exc.strerror or type(exc).__name__}") from None
+    return out
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
+
+    Nothing half-written is ever left at ``path``: on any error (or cancellation) the temporary is removed.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    try:
+        yield tmp
+        check_replaceable(path)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()

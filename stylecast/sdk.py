@@ -28,7 +28,7 @@ from urllib.parse import quote
 import httpx
 
 from stylecast.errors import StylecastError
-from stylecast.paths import check_replaceable
+from stylecast.paths import atomic_output, check_replaceable
 
 API = "/api/v1"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
@@ -263,35 +263,26 @@ class Client:
         if out.is_dir():
             raise StylecastError(f"{out}: is a directory")
         check_replaceable(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # Created like any file the user writes (mode from the umask; mkstemp's would be 0600), never reused.
-        tmp = out.with_name(f".{out.name}.{uuid.uuid4().hex[:12]}.part")
-        try:
-            with open(tmp, "xb") as fh:
-                try:
-                    with self._http.stream("GET", self._path("jobs", job_id, "output")) as resp:
-                        if resp.status_code >= 400:
-                            resp.read()
-                            raise self._error(resp)
-                        total = int(resp.headers.get("content-length") or 0)
-                        done = 0
-                        for chunk in resp.iter_bytes(CHUNK):
-                            fh.write(chunk)
-                            done += len(chunk)
-                            if progress is not None:
-                                progress(done, total)
-                except httpx.TransportError as exc:
-                    raise self._transport_error(exc) from None
-                if total and done != total:
-                    raise ApiError(0, "incomplete_download", f"the download of job {job_id} ended after {done} "
-                                                             f"of {total} bytes")
-                fh.flush()
-                os.fsync(fh.fileno())
-            check_replaceable(out)  # again: the download took a while
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_output(out) as tmp, open(tmp, "xb") as fh:  # the file mode follows the umask
+            try:
+                with self._http.stream("GET", self._path("jobs", job_id, "output")) as resp:
+                    if resp.status_code >= 400:
+                        resp.read()
+                        raise self._error(resp)
+                    total = int(resp.headers.get("content-length") or 0)
+                    done = 0
+                    for chunk in resp.iter_bytes(CHUNK):
+                        fh.write(chunk)
+                        done += len(chunk)
+                        if progress is not None:
+                            progress(done, total)
+            except httpx.TransportError as exc:
+                raise self._transport_error(exc) from None
+            if total and done != total:
+                raise ApiError(0, "incomplete_download", f"the download of job {job_id} ended after {done} "
+                                                         f"of {total} bytes")
+            fh.flush()
+            os.fsync(fh.fileno())
         return out
 
     def style_cube(self, job_id: str) -> str:
