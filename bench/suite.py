@@ -765,6 +765,13 @@ LEVERS = [
      "librosa and scipy.signal are not imported at run time (their imports compile Numba code); the onset "
      "envelope, peak picking, resampling and loudness filter are stylecast's own, checked against librosa and "
      "scipy in the tests. Numba kernels are cached on disk (`cache=True`)."),
+    (("total:finish_analysis", "total:prepare_in_background.<locals>.load"),
+     "From the last analysis task to the first rendered frame",
+     "This stretch had one core idle. Each video's analysis is now finished (shots, colour and motion "
+     "summaries) by the thread that ends its last task, beside the other video's remaining tasks, so only the "
+     "last one's finish is left after the pool drains. Loading the render kernel from Numba's cache and "
+     "importing scipy's `optimize` (the plan) and `ndimage` (motion smoothing, the audio limiter) happen on a "
+     "helper thread while the analysis runs, instead of there."),
 ]
 
 

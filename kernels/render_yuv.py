@@ -522,12 +522,13 @@ def render_frame_i420_yuv(out: np.ndarray,
     return out
 
 
-def warmup() -> None:
-    """Compile (or load from Numba's cache) both cores, parallel and serial, on tiny frames."""
+def warmup(variants: tuple[bool, ...] = (True, False)) -> None:
+    """Compile (or load from Numba's cache) both cores on tiny frames; ``variants``: which of the parallel
+    (True) and serial (False) variants."""
     src = (np.zeros((4, 6), np.uint8), np.zeros((2, 3), np.uint8), np.zeros((2, 3), np.uint8))
     lut = yuv_lut(np.stack(np.meshgrid(*[np.linspace(0, 1, 2)] * 3, indexing="ij"), -1), size=2)
     out = np.zeros((6, 6), np.uint8)
-    for parallel in (True, False):
+    for parallel in variants:
         render_frame_i420_yuv(out, src, np.eye(2, 3), lut, parallel=parallel)
         render_frame_i420_yuv(out, src, np.eye(2, 3), lut, src, np.eye(2, 3) * 1.5, lut, blend_b=0.5,
                               fade_amount=0.25, parallel=parallel)

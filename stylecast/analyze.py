@@ -7,6 +7,8 @@ small per-frame arrays.  `finish_analysis` runs once on the gathered, ordered ar
 """
 from __future__ import annotations
 
+import threading
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,33 +276,55 @@ def analyze_files(
     progress: Callable[[str, int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> list[VideoAnalysis]:
-    """Run the tasks of several analyses on one pool of ``workers`` threads; one `VideoAnalysis` per job."""
+    """Run the tasks of several analyses on one pool of ``workers`` threads; one `VideoAnalysis` per job.
+
+    Each job is finished (`AnalysisJob.finish`: shots, colour and motion summaries) by the thread that ends
+    its last task, while the other threads still work on the other jobs' tasks, so only the last job's
+    finish is left to run after the pool has drained.
+    """
     from stylecast.threads import run_all
 
     tasks = [job.audio_task() for job in jobs]
+    owner = list(range(len(jobs)))  # the job each task belongs to
     costs = [0.0] * len(jobs)  # an audio task costs about as much as a short low-resolution video range
     spans = []
-    for job in jobs:
+    for j, job in enumerate(jobs):
         video = job.video_tasks()
         spans.append((len(tasks), len(tasks) + len(video)))
         tasks += video
+        owner += [j] * len(video)
         pixels = job.info.display_width * job.info.display_height
         costs += [((t1 if t1 is not None else job.info.duration_s) - t0) * job.info.fps * pixels
                   for t0, t1 in job.ranges]
+    results: list = [None] * len(tasks)
+    left = [1 + b - a for a, b in spans]  # tasks of each job still running or queued
+    finished: list[VideoAnalysis | None] = [None] * len(jobs)
+    lock = threading.Lock()
+
+    def task_then_finish(k: int) -> Callable[[Callable[[], bool]], None]:
+        def run(stop: Callable[[], bool]) -> None:
+            results[k] = tasks[k](stop)
+            j = owner[k]
+            with lock:
+                left[j] -= 1
+                last = left[j] == 0
+            if last:
+                a, b = spans[j]
+                finished[j] = jobs[j].finish(results[j], results[a:b])
+
+        return run
+
     # Longest first (LPT): the threads then end close together, the short tasks filling the gaps at the end.
     order = sorted(range(len(tasks)), key=lambda k: -costs[k] if k >= len(jobs) else -_AUDIO_TASK_COST)
     done = [0]
 
-    def on_done(k: int) -> None:
+    def on_done(_: int) -> None:
         done[0] += 1
         if progress:
             progress("analysis", done[0], len(tasks))
 
-    ordered = run_all([tasks[k] for k in order], workers, should_stop=should_stop, on_done=on_done)
-    results = [None] * len(tasks)
-    for k, result in zip(order, ordered):
-        results[k] = result
-    return [job.finish(results[j], results[a:b]) for j, (job, (a, b)) in enumerate(zip(jobs, spans))]
+    run_all([task_then_finish(k) for k in order], workers, should_stop=should_stop, on_done=on_done)
+    return finished  # type: ignore[return-value]  (run_all returns only when every task, finish included, ran)
 
 
 def analyze_file(

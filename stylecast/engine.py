@@ -20,7 +20,7 @@ from stylecast.paths import check_output_path
 from stylecast.media.probe import probe
 from stylecast.options import Options, format_validation_error
 from stylecast.plan import RenderPlan, build_plan
-from stylecast.render import decode_size_for, render_plan
+from stylecast.render import decode_size_for, prepare_in_background, render_plan
 from stylecast.style import StyleJSON, extract_style
 from stylecast.plan import output_spec
 from stylecast.threads import available_cores
@@ -77,6 +77,8 @@ def apply(
     options = options or Options()
     workers = workers or available_cores()
     check_output_path(out_path, [source.probe.path if isinstance(source, VideoAnalysis) else source])
+    if not isinstance(source, VideoAnalysis):
+        prepare_in_background(workers)
     analysis = source if isinstance(source, VideoAnalysis) else analyze_file(
         source, chunk_seconds=chunk_seconds, progress=progress, motion=False, workers=workers)
     out = output_spec(analysis, style, options)
@@ -111,6 +113,7 @@ def run(
     if style_json_path:
         check_output_path(style_json_path, [source, template, out_path])
     infos = [probe(path) for path in (source, template)]
+    prepare_in_background(workers)
     timings: dict[str, float] = {}
     t = time.perf_counter()
     # Camera motion is estimated only where it is used: the template's, when the job transfers motion (the

@@ -483,6 +483,29 @@ def guided_ranges(plan: RenderPlan, workers: int) -> list[tuple[int, int]]:
     return ranges
 
 
+def prepare_in_background(workers: int) -> threading.Thread:
+    """Load what planning and rendering will need on a background thread, while the analysis runs.
+
+    Loading the render kernel from Numba's cache (~0.4 s), ``scipy.optimize`` (the plan's shot transport,
+    ~0.3 s) and ``scipy.ndimage`` (motion smoothing, the audio limiter, ~0.2 s) otherwise happens between the
+    analysis and the first rendered frame, with one core busy and the other idle.  ``workers``: as for
+    `render_plan` (its threads use the serial kernel when there are several).
+    """
+    def load() -> None:
+        try:
+            import scipy.ndimage  # noqa: F401
+            import scipy.optimize  # noqa: F401
+            from kernels.render_yuv import warmup
+
+            warmup((workers <= 1,))
+        except Exception:  # noqa: BLE001 - only a head start: the real use reports any failure
+            pass
+
+    thread = threading.Thread(target=load, name="stylecast-prepare", daemon=True)
+    thread.start()
+    return thread
+
+
 def render_plan(
     plan: RenderPlan,
     out_path: str | Path,
