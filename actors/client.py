@@ -17,11 +17,13 @@ API key's name; "" on a server without keys).  Errors the JobManager refuses wit
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from typing import Any
 
-from serve_app.models import TERMINAL, ApiError
+from serve_app.models import TERMINAL
+from stylecast.errors import ApiError
 
 __all__ = ["submit_job", "JobHandle", "job_manager", "connect", "ApiError"]
 
@@ -34,8 +36,12 @@ def connect(address: str | None = None) -> None:
     from cluster.connect import NAMESPACE
 
     if not ray.is_initialized():
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "auto", namespace=NAMESPACE,
-                 log_to_driver=False)
+        where = address or os.environ.get("RAY_ADDRESS") or "auto"
+        try:
+            ray.init(address=where, namespace=NAMESPACE, log_to_driver=False)
+        except ConnectionError as exc:
+            raise ApiError(0, "unreachable", f"cannot connect to the Ray cluster at {where}: "
+                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
 
 
 def job_manager():
@@ -50,11 +56,12 @@ def job_manager():
     try:
         return ray.get_actor(JOB_MANAGER_NAME, namespace=NAMESPACE)
     except ValueError:
-        raise RuntimeError(f"no stylecast JobManager ({JOB_MANAGER_NAME!r} in namespace {NAMESPACE!r}) on this Ray "
-                           f"cluster: is `stylecast serve` running on it?") from None
+        raise ApiError(503, "job_manager_unavailable",
+                       f"no stylecast JobManager ({JOB_MANAGER_NAME!r} in namespace {NAMESPACE!r}) on this Ray "
+                       f"cluster: is `stylecast serve` running on it?") from None
 
 
-_READS = {"get_job", "get_result", "stats", "settings", "ready"}  # safe to ask again
+_READS = {"get_job", "get_result", "get_output_path", "stats", "settings", "ready"}  # safe to ask again
 _RESTART_WAIT_S = 30.0
 
 
@@ -73,11 +80,16 @@ def manager_error(exc: BaseException, method: str) -> ApiError | None:
     if isinstance(cause, ApiError):
         return cause
     if cause is not None and type(cause).__name__ == "ValidationError":
-        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
-                  for e in cause.errors()]
-        return ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
-                        errors)
+        return validation_error(cause)
     return None
+
+
+def validation_error(exc) -> ApiError:
+    """A pydantic ValidationError as the API's 422 ``validation_error`` (each error's location and message)."""
+    errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+              for e in exc.errors()]
+    return ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
+                    errors)
 
 
 def _call(manager, method: str, *args) -> Any:
@@ -122,9 +134,16 @@ class JobHandle:
         """The JobDetailResponse: the job plus style_json, output_url, error, processing time, stage timings."""
         return _call(self.manager, "get_result", self.owner, self.job_id)
 
+    def output_path(self) -> str:
+        """Where the completed job's output video is on the cluster's storage (the data dir on the share);
+        `ApiError` 409 ``no_output`` while the job has not completed.  Over HTTP: ``result()["output_url"]``."""
+        return _call(self.manager, "get_output_path", self.owner, self.job_id)
+
     def wait(self, timeout_s: float | None = None, poll_s: float = 1.0) -> dict:
         """Block until the job is completed, failed or cancelled; returns the final JobResponse.
         Raises `TimeoutError` after ``timeout_s`` (the job keeps running)."""
+        if not poll_s > 0:
+            raise ValueError(f"poll_s must be > 0 seconds, got {poll_s!r}")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
             job = self.status()
@@ -146,17 +165,38 @@ def submit_job(source_path: str | os.PathLike, template_path: str | os.PathLike,
                owner: str = "", webhook_url: str | None = None) -> JobHandle:
     """Register both files (in place) with the service's JobManager and queue a job; returns its handle.
 
-    ``options`` is a dict or a `stylecast.options.Options`; relative paths are made absolute here, so on a
-    Ray client (``ray://``) pass the paths as the cluster sees them.  Raises `ApiError` when a file is not a
-    usable video (422 ``invalid_video``) or the job is refused."""
-    manager = job_manager()
-    src = _call(manager, "register_video", owner, os.path.abspath(os.fspath(source_path)))
-    tpl = _call(manager, "register_video", owner, os.path.abspath(os.fspath(template_path)))
-    body: dict[str, Any] = {"video_id": src["video_id"], "template_video_id": tpl["video_id"]}
+    ``options`` is a `stylecast.options.Options`, a dict or JSON text; it is checked here first, so bad options
+    register nothing.  Relative paths are made absolute here, so on a Ray client (``ray://``) pass the paths as
+    the cluster sees them.  Raises `ApiError` when the options are invalid (422 ``validation_error``), a file is
+    not a usable video (422 ``invalid_video``) or the job is refused; the videos this call registered are then
+    removed again (never the files themselves)."""
+    from pydantic import ValidationError
+
+    from stylecast.errors import OptionsError
+    from stylecast.options import Options, options_payload
+
+    body: dict[str, Any] = {}
     if options is not None:
-        body["options"] = options.model_dump(mode="json", exclude_unset=True) \
-            if hasattr(options, "model_dump") else dict(options)
+        try:
+            body["options"] = options_payload(options)
+            Options.model_validate(body["options"])
+        except ValidationError as exc:
+            raise validation_error(exc) from None
+        except OptionsError as exc:
+            raise ApiError(422, "validation_error", str(exc)) from None
     if webhook_url is not None:
         body["webhook_url"] = webhook_url
-    job, _ = _call(manager, "create_job", owner, body, None)
+    manager = job_manager()
+    registered: list[str] = []
+    try:
+        for key, path in (("video_id", source_path), ("template_video_id", template_path)):
+            video = _call(manager, "register_video", owner, os.path.abspath(os.fspath(path)))
+            registered.append(video["video_id"])
+            body[key] = video["video_id"]
+        job, _ = _call(manager, "create_job", owner, body, None)
+    except BaseException:
+        for video_id in registered:  # what this call registered, unless a job made in the meantime uses it
+            with contextlib.suppress(Exception):
+                _call(manager, "delete_video", owner, video_id)
+        raise
     return JobHandle(job["job_id"], owner, manager, job)

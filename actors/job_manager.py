@@ -27,10 +27,10 @@ from pathlib import Path
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from serve_app.models import ACTIVE, ApiError, STAGE_WEIGHTS, STAGES, TERMINAL, CreateJobRequest, Envelope, utcnow
+from serve_app.models import ACTIVE, STAGE_WEIGHTS, STAGES, TERMINAL, CreateJobRequest, Envelope, utcnow
 from serve_app.store import JobRecord, Store, database_file
 from serve_app.webhooks import WebhookSender, check_webhook_url, parse_secret
-from stylecast.errors import CancelledError, StylecastError
+from stylecast.errors import ApiError, CancelledError, StylecastError
 from stylecast.options import Options
 
 JOB_MANAGER_NAME = "stylecast-jobmanager"
@@ -245,12 +245,12 @@ class JobManager:
                              elapsed=time.perf_counter() - t0)
             else:
                 self._finish(job_id, "cancelled", elapsed=time.perf_counter() - t0)
+        except ApiError as exc:  # before StylecastError, its base class
+            self._finish(job_id, "failed", error=(exc.code, exc.message), elapsed=time.perf_counter() - t0)
         except StylecastError as exc:
             self._finish(job_id, "failed", error=(type(exc).__name__.replace("Error", "").lower() + "_error"
                                                   if type(exc).__name__ != "StylecastError" else "job_error", str(exc)),
                          elapsed=time.perf_counter() - t0)
-        except ApiError as exc:
-            self._finish(job_id, "failed", error=(exc.code, exc.message), elapsed=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - a job failure must never take the manager down
             if _ray_connection_lost():
                 # This process is being torn down (killed, or its node is going away) and its Ray calls fail
@@ -420,6 +420,13 @@ class JobManager:
             raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
         url = f"/api/v1/jobs/{job_id}/output" if rec.status == "completed" else None
         return self.store.to_detail(rec, url).model_dump(mode="json")
+
+    def get_output_path(self, owner: str, job_id: str) -> str:
+        """Where the completed job's output video is, as the cluster sees it (the Ray client's download)."""
+        rec = self.store.get_job(job_id, owner)
+        if rec is None:
+            raise ApiError(404, "job_not_found", f"job {job_id!r} does not exist")
+        return rec.output_file()
 
     def stats(self) -> dict:
         with self._lock:

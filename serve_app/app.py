@@ -21,7 +21,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.config import ServiceConfig
-from serve_app.models import TERMINAL, ApiError, Envelope, VideoResponse, utcnow
+from serve_app.models import TERMINAL, Envelope, VideoResponse, utcnow
+from stylecast.errors import ApiError
 
 API = "/api/v1"
 _CHUNK = 1024 * 1024
@@ -472,11 +473,7 @@ async def cancel_job(job_id: str, request: Request):
 @app.get(f"{API}/jobs/{{job_id}}/output", tags=["jobs"])
 @app.head(f"{API}/jobs/{{job_id}}/output", tags=["jobs"])
 async def get_output(job_id: str, request: Request):
-    rec = _job_or_404(job_id, owner_of(request))
-    if rec.status != "completed" or not rec.output_path or not Path(rec.output_path).exists():
-        raise ApiError(409 if rec.status != "completed" else 404, "no_output",
-                       f"job {job_id} has no output (status {rec.status})")
-    path = rec.output_path
+    path = _job_or_404(job_id, owner_of(request)).output_file()
     info = os.stat(path)
     response = FileResponse(path, media_type="video/mp4", filename=f"{job_id}.mp4", stat_result=info)
     if _ignored_range(request.headers.get("range"), request.headers.get("if-range"), response, info.st_size):

@@ -10,6 +10,7 @@ from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from stylecast.errors import ApiError  # noqa: F401 - re-exported: the API's error type
 from stylecast.options import Options
 
 JobStatus = Literal["queued", "processing", "completed", "failed", "cancelled"]
@@ -24,19 +25,6 @@ STAGE_WEIGHTS: dict[str, float] = {"video_analysis": 35.0, "audio_analysis": 3.0
                                    "style_extraction": 2.0, "style_application": 3.0, "rendering": 53.0}
 
 T = TypeVar("T")
-
-
-class ApiError(Exception):
-    """An error with an HTTP status, a machine-readable code and a message; the JobManager raises it and the
-    app turns it into the error envelope (it crosses the actor boundary as the cause of a RayTaskError)."""
-
-    def __init__(self, status: int, code: str, message: str, detail=None, headers: dict | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.detail = status, code, message, detail
-        self.headers = headers  # extra response headers (Allow, Content-Range, Retry-After)
-
-    def __reduce__(self):
-        return (ApiError, (self.status, self.code, self.message, self.detail, self.headers))
 
 
 def utcnow() -> datetime:

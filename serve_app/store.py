@@ -141,6 +141,15 @@ class JobRecord(_Record):
     stage_timings: dict[str, float] = Field(default_factory=dict)
     attempts: int = Field(0, ge=0)
 
+    def output_file(self) -> str:
+        """The path of the job's output video; `ApiError` 409 ``no_output`` while the job has not completed
+        (failed, cancelled, still running), 404 ``no_output`` when its file has gone."""
+        from stylecast.errors import ApiError
+
+        if self.status != "completed" or not self.output_path or not Path(self.output_path).exists():
+            raise ApiError(409 if self.status != "completed" else 404, "no_output",
+                           f"job {self.job_id} has no output (status {self.status})")
+        return self.output_path
 
     @field_validator("options", mode="before")
     @classmethod

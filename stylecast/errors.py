@@ -15,3 +15,23 @@ class OptionsError(StylecastError):
 
 class CancelledError(StylecastError):
     """The job was cancelled while running."""
+
+
+class ApiError(StylecastError):
+    """A request the service refused: ``status`` (HTTP; 0 when the service could not be reached), ``code``
+    (machine-readable), ``message`` (one line) and ``detail``.
+
+    One class for every client: the JobManager raises it, the REST API turns it into the error envelope (with
+    ``headers``: Allow, Content-Range, Retry-After), the HTTP SDK raises it from the envelope, and the Ray client
+    raises the manager's own (it crosses the actor boundary as the cause of a RayTaskError)."""
+
+    def __init__(self, status: int, code: str, message: str, detail=None, headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.detail = status, code, message, detail
+        self.headers = headers
+
+    def __reduce__(self):
+        return (ApiError, (self.status, self.code, self.message, self.detail, self.headers))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(status={self.status}, code={self.code!r}, message={self.message!r})"

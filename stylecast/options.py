@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from stylecast.errors import OptionsError
@@ -87,6 +89,36 @@ def parse_options(value: str | dict | None) -> Options:
         return Options.model_validate(value)
     except ValidationError as exc:
         raise OptionsError(f"invalid options: {format_validation_error(exc)}") from None
+
+
+def _plain(value: Any) -> Any:
+    """``value`` with numpy scalars and arrays turned into the JSON values they hold (a researcher's
+    ``np.float32(0.8)`` or ``np.int64`` seed), mappings and sequences walked; anything else as it is."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def options_payload(options: Options | Mapping | str) -> dict:
+    """The ``options`` object of a job request, from an `Options` model, a mapping or JSON text.
+
+    A model gives what differs from the defaults, nested changes included: after ``o = Options();
+    o.transfer.pacing = False`` pydantic counts ``transfer`` as unset, so ``exclude_unset`` would drop the change.
+    A mapping is sent as given (the service validates it), with numpy values made plain; JSON text (or
+    ``@path``) is read as `parse_options` reads it and raises `OptionsError` when it is not an object."""
+    if isinstance(options, Options):
+        return options.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(options, str):
+        return parse_options(options).model_dump(mode="json", exclude_defaults=True)
+    if isinstance(options, Mapping):
+        return _plain(options)
+    raise OptionsError(f"options must be an Options model, a dict or JSON text, not {type(options).__name__}")
 
 
 def format_validation_error(exc: ValidationError) -> str:

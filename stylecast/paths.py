@@ -58,15 +58,27 @@ def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffi
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
-    Nothing half-written is ever left at ``path``: on any error (or cancellation) the temporary is removed.
+    Nothing half-written is ever left at ``path``: on any error (or cancellation) the temporary is removed, and
+    so are the folders that were made for it.
     """
     path = Path(path)
+    made = []  # missing folders above path, deepest first
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        made.append(folder)
+        folder = folder.parent
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
+    done = False
     try:
         yield tmp
         check_replaceable(path)
         os.replace(tmp, path)
+        done = True
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if not done:
+            for folder in made:
+                with contextlib.suppress(OSError):  # not empty any more (someone else's file): it stays
+                    folder.rmdir()

@@ -27,7 +27,8 @@ from urllib.parse import quote
 
 import httpx
 
-from stylecast.errors import StylecastError
+from stylecast.errors import ApiError, StylecastError
+from stylecast.options import Options, options_payload
 from stylecast.paths import atomic_output, check_replaceable
 
 API = "/api/v1"
@@ -39,17 +40,6 @@ BytesProgress = Callable[[int, int], None]
 """Called with (bytes done, bytes total) as a transfer proceeds."""
 StageProgress = Callable[[str, float], None]
 """Called with (stage, progress 0-100) whenever a job's stage or progress changes."""
-
-
-class ApiError(StylecastError):
-    """A request the server refused: ``status`` (HTTP), ``code`` (machine-readable) and ``message``."""
-
-    def __init__(self, status: int, code: str, message: str, detail: Any = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.detail = status, code, message, detail
-
-    def __repr__(self) -> str:
-        return f"ApiError(status={self.status}, code={self.code!r}, message={self.message!r})"
 
 
 class ServerUnreachable(ApiError):
@@ -176,7 +166,10 @@ class Client:
                    "Content-Length": str(len(head) + size + len(tail))}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
-        return self._data("POST", f"{API}/videos", content=body(), headers=headers)
+        try:
+            return self._data("POST", f"{API}/videos", content=body(), headers=headers)
+        except OSError as exc:  # reading the file while it streams (the request itself fails as ApiError)
+            raise StylecastError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
     def get_video(self, video_id: str) -> dict:
         return self._data("GET", self._path("videos", video_id))
@@ -188,13 +181,12 @@ class Client:
         self._data("DELETE", self._path("videos", video_id))
 
     # ------------------------------------------------------------------------------------------ jobs
-    def create_job(self, video_id: str, template_video_id: str, options: dict | None = None,
+    def create_job(self, video_id: str, template_video_id: str, options: Options | dict | str | None = None,
                    webhook_url: str | None = None, idempotency_key: str | None = None) -> dict:
         """Queue a job; returns its JobResponse (the existing job when the Idempotency-Key was seen before)."""
         body: dict[str, Any] = {"video_id": video_id, "template_video_id": template_video_id}
         if options is not None:
-            body["options"] = options.model_dump(mode="json", exclude_unset=True) \
-                if hasattr(options, "model_dump") else options
+            body["options"] = options_payload(options)
         if webhook_url is not None:
             body["webhook_url"] = webhook_url
         headers = {"Idempotency-Key": idempotency_key} if idempotency_key else None
@@ -226,6 +218,8 @@ class Client:
         after ``timeout_s`` (the job keeps running).  A server that is restarting (no connection, 502-504, or
         the HTTP proxy's own 404 before the API is deployed) is polled on for up to ``outage_s`` seconds: jobs
         survive restarts."""
+        if not poll_s > 0:
+            raise ValueError(f"poll_s must be > 0 seconds, got {poll_s!r}")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         last: tuple[str | None, float] = (None, 0.0)
         down_since: float | None = None
@@ -238,7 +232,8 @@ class Client:
                 if not _restarting(exc) or now - down_since > outage_s:
                     raise
                 if deadline is not None and now >= deadline:
-                    raise TimeoutError(f"job {job_id}: the server did not answer for {timeout_s:g} s") from exc
+                    raise TimeoutError(f"job {job_id}: no answer from the server when the {timeout_s:g} s timeout "
+                                       f"ran out (none for the last {now - down_since:.0f} s)") from exc
                 time.sleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - now)))
                 continue
             down_since = None
@@ -263,6 +258,12 @@ class Client:
         if out.is_dir():
             raise StylecastError(f"{out}: is a directory")
         check_replaceable(out)
+        try:
+            return self._download_to(job_id, out, progress)
+        except OSError as exc:  # the local side: a folder that cannot be made, a full disk, no permission
+            raise StylecastError(f"{out}: cannot write the download: {exc.strerror or exc}") from None
+
+    def _download_to(self, job_id: str, out: Path, progress: BytesProgress | None) -> Path:
         with atomic_output(out) as tmp, open(tmp, "xb") as fh:  # the file mode follows the umask
             try:
                 with self._http.stream("GET", self._path("jobs", job_id, "output")) as resp:

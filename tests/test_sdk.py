@@ -21,10 +21,12 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from stylecast.errors import StylecastError
 from stylecast.media.probe import probe
+from stylecast.options import Options
 from stylecast.sdk import ApiError, Client, ServerUnreachable
 from stylecast.synth_clip import ShotSpec, make_clip
 
@@ -236,6 +238,45 @@ def test_sdk_upload_reports_bytes_and_errors_carry_the_envelope(client, clips):
     assert e.value.status == 0 and "unreachable" in str(e.value)
 
 
+def test_options_payload_keeps_nested_changes_and_makes_numpy_values_plain():
+    from stylecast.errors import OptionsError
+    from stylecast.options import options_payload
+
+    opts = Options()
+    opts.transfer.pacing = False
+    opts.output.width = 640
+    assert options_payload(opts) == {"transfer": {"pacing": False}, "output": {"width": 640}}
+    assert options_payload(Options()) == {}
+    plain = options_payload({"strength": np.float32(0.5), "seed": np.int64(3), "transfer": {"motion": np.bool_(False)}})
+    assert plain == {"strength": 0.5, "seed": 3, "transfer": {"motion": False}}
+    assert type(plain["seed"]) is int and type(plain["transfer"]["motion"]) is bool
+    assert json.loads(json.dumps(plain)) == plain
+    assert options_payload('{"seed": 4}') == {"seed": 4}
+    for bad in ("[1]", "{nope", 3):
+        with pytest.raises(OptionsError):
+            options_payload(bad)
+
+
+def test_sdk_sends_an_options_models_nested_changes_and_numpy_values(client, clips):
+    src, tpl = (client.upload(p) for p in clips)
+    opts = Options.model_validate(OPTIONS)
+    opts.transfer.pacing = False  # set on the default sub-model: pydantic does not count it as "set"
+    opts.output.width = 96
+    job = client.create_job(src["video_id"], tpl["video_id"], options=opts)
+    assert job["options"]["transfer"]["pacing"] is False and job["options"]["output"]["width"] == 96
+    assert job["options"]["max_duration_s"] == OPTIONS["max_duration_s"]
+    client.cancel(job["job_id"])
+    job = client.create_job(src["video_id"], tpl["video_id"],
+                            options={**OPTIONS, "strength": np.float32(0.5), "seed": np.int64(7)})
+    assert (job["options"]["strength"], job["options"]["seed"]) == (0.5, 7)
+    client.cancel(job["job_id"])
+    job = client.create_job(src["video_id"], tpl["video_id"], options=json.dumps({**OPTIONS, "seed": 3}))
+    assert job["options"]["seed"] == 3
+    client.cancel(job["job_id"])
+    with pytest.raises(StylecastError, match="JSON object"):
+        client.create_job(src["video_id"], tpl["video_id"], options="[1, 2]")
+
+
 def test_sdk_wait_download_cube_deliveries_idempotency(client, clips, tmp_path):
     src, tpl = (client.upload(p) for p in clips)
     job = client.create_job(src["video_id"], tpl["video_id"], options=OPTIONS, idempotency_key="sdk-test-1")
@@ -290,6 +331,11 @@ def test_sdk_download_failure_leaves_nothing_at_the_path(client, clips, complete
     with Client(f"http://127.0.0.1:{free_port()}") as dead, pytest.raises(ServerUnreachable):
         dead.download(completed_job["job_id"], tmp_path / "y.mp4")
     assert [f.name for f in tmp_path.iterdir()] == ["x.mp4"]
+    with pytest.raises(RuntimeError):  # the folders made for a failed download go with it
+        client.download(completed_job["job_id"], tmp_path / "new" / "deeper" / "z.mp4", progress=boom)
+    assert [f.name for f in tmp_path.iterdir()] == ["x.mp4"]
+    with pytest.raises(StylecastError, match="cannot write the download"):  # not a raw FileExistsError
+        client.download(completed_job["job_id"], tmp_path / "x.mp4" / "under_a_file.mp4")
     import stat
 
     pipe = tmp_path / "pipe.mp4"  # renamed into place, the download would replace the pipe (as root: /dev/null)
@@ -306,22 +352,36 @@ RAY_SCRIPT = textwrap.dedent("""
     from cluster.connect import NAMESPACE
     from actors.client import JobHandle, submit_job
     from serve_app.models import ApiError
+    from stylecast.options import Options
 
     ray.init(address=sys.argv[1], namespace=NAMESPACE, log_to_driver=False)
     errors = {}
     for name, call in (("bad_video", lambda: submit_job(sys.argv[4], sys.argv[3])),
                        ("missing", lambda: submit_job(sys.argv[4] + ".nope", sys.argv[3])),
                        ("bad_options", lambda: submit_job(sys.argv[2], sys.argv[3], {"nope": 1})),
+                       ("options_not_an_object", lambda: submit_job(sys.argv[2], sys.argv[3], "[1]")),
+                       ("bad_webhook", lambda: submit_job(sys.argv[2], sys.argv[3], webhook_url="ftp://example.com/x")),
                        ("unknown_job", lambda: JobHandle("job_nope").status())):
         try:
             call()
             errors[name] = None
         except ApiError as exc:
             errors[name] = [exc.status, exc.code]
-    handle = submit_job(sys.argv[2], sys.argv[3], {"max_duration_s": 2})
+    import stylecast.sdk
+    from stylecast.errors import StylecastError
+    errors["one_error_class"] = ApiError is stylecast.sdk.ApiError and issubclass(ApiError, StylecastError)
+    options = Options(max_duration_s=2)
+    options.transfer.motion = False  # a nested change on a model
+    handle = submit_job(sys.argv[2], sys.argv[3], options)
     first = handle.status()
+    try:
+        handle.output_path()
+        errors["output_before_done"] = None
+    except ApiError as exc:
+        errors["output_before_done"] = [exc.status, exc.code]
     final = handle.wait(timeout_s=150, poll_s=0.2)
     result = handle.result()
+    result["output_path"] = handle.output_path()
     try:
         handle.cancel()
         errors["cancel_done"] = None
@@ -335,13 +395,20 @@ def test_ray_client_submits_straight_to_the_job_manager(server, client, clips, t
     assert server["ray_address"], "the embedded Ray's GCS port was not found under RAY_TMPDIR"
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00" * 4096)
+    videos_before = client.list_videos(page_size=100)["total"]
     p = subprocess.run([sys.executable, "-c", RAY_SCRIPT, server["ray_address"], str(clips[0]), str(clips[1]),
                         str(bad)], cwd=ROOT, env=server["env"], capture_output=True, text=True, timeout=180)
     assert p.returncode == 0, p.stderr[-3000:]
     out = json.loads(p.stdout.strip().splitlines()[-1])
     assert out["errors"] == {"bad_video": [422, "invalid_video"], "missing": [422, "invalid_video"],
                              "bad_options": [422, "validation_error"], "unknown_job": [404, "job_not_found"],
+                             "options_not_an_object": [422, "validation_error"],
+                             "bad_webhook": [422, "invalid_webhook_url"], "one_error_class": True,
+                             "output_before_done": [409, "no_output"],
                              "cancel_done": [409, "job_terminal"]}
+    # Only the job that was made registered its two videos: refused submissions leave none behind.
+    assert client.list_videos(page_size=100)["total"] == videos_before + 2
+    assert out["final"]["options"]["transfer"]["motion"] is False
     job_id = out["job_id"]
     assert out["first"]["status"] in ("queued", "processing")
     assert out["final"]["status"] == "completed"
@@ -354,6 +421,7 @@ def test_ray_client_submits_straight_to_the_job_manager(server, client, clips, t
     assert video["filename"] == "src.mp4" and video["size"] == clips[0].stat().st_size
     mp4 = client.download(job_id, tmp_path / "ray.mp4")
     assert 1.5 <= probe(mp4).duration_s <= 2.1
+    assert Path(out["result"]["output_path"]).read_bytes() == mp4.read_bytes()  # the same file, read in place
 
     # Deleting a video registered in place removes the record, never the researcher's own file.
     template_id = out["final"]["template_video_id"]
