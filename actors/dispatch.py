@@ -8,6 +8,7 @@ job that is already running speeds up when a node joins.
 """
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -22,10 +23,26 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCan
 from stylecast.errors import CancelledError, StylecastError
 
 MAX_ATTEMPTS = 3  # per chunk, counting only attempts lost to dead workers or nodes
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    try:
+        value = float(os.environ.get(name) or default)
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {os.environ.get(name)!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {value:g}")
+    return value
+
+
 # A pool with no worker started within this long fails the job if no node could ever host one; where nodes
-# could but other jobs hold their CPUs (another driver's pools), the job waits for them instead.
-START_TIMEOUT_S = 120.0
-STOP_WAIT_S = 10.0  # after a cancel or a failure, how long in-flight chunks get to notice the flag and stop
+# could but other jobs hold their CPUs (another driver's pools), the job waits for them instead.  An
+# autoscaling cluster that starts from no worker node needs longer: the first node boots, pulls the image and
+# installs the project before it can host a worker (STYLECAST_WORKER_START_TIMEOUT_S).
+START_TIMEOUT_S = _seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0)
+# After a cancel or a failure, how long in-flight chunks get to notice the flag and stop; a worker still busy
+# then is stuck (a hung mount, a stopped process) and is killed, so that no later job's chunk waits on it.
+STOP_WAIT_S = 10.0
 
 _LOST = (RayActorError,)
 try:  # not every Ray version has all of these
@@ -194,7 +211,9 @@ def run_chunks(
         # ray.cancel does not interrupt a running actor task: the chunks stop when they see the job's flag
         # (on_cancel sets it).  Wait for that, so the flag outlives them and the workers are free when we return.
         if in_flight:
-            ray.wait(list(in_flight), num_returns=len(in_flight), timeout=STOP_WAIT_S)
+            _, stuck = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=STOP_WAIT_S)
+            for ref in stuck:
+                pool.discard(in_flight[ref][0])  # kills it: the pool starts a fresh worker in its place
 
     while pending or in_flight:
         if should_stop is not None and should_stop():
@@ -244,6 +263,9 @@ def run_chunks(
                 raise ChunkFailed(f"chunk {key} failed: {cause or exc}") from None
             except _LOST as exc:
                 pool.discard(actor)
+                # Its node may have gone with it: drop that node's other workers now, before the chunk goes
+                # back to an idle one of them and uses up another of its attempts.
+                pool.refresh(force=True)
                 attempts[key] = attempts.get(key, 0) + 1
                 if attempts[key] >= MAX_ATTEMPTS:
                     cancel_all()

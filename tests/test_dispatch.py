@@ -134,3 +134,45 @@ def test_workers_that_fail_to_start_fail_the_job_with_their_error(local_ray):
             run_chunks(pool, [("k", lambda actor: actor.ping.remote())])
     finally:
         pool.shutdown()
+
+
+@ray.remote(num_cpus=0.5, max_restarts=0)
+class _StuckWorker:
+    """A worker whose chunk never sees the job's cancel flag (a hung mount, a stopped process)."""
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def work(self, seconds: float) -> str:
+        time.sleep(seconds)
+        return "done"
+
+
+def test_a_worker_stuck_past_the_stop_wait_is_killed_and_replaced(local_ray, monkeypatch):
+    monkeypatch.setattr(dispatch, "STOP_WAIT_S", 0.5)
+    pool = ActorPool(_StuckWorker, max_size=1)
+    try:
+        _fill(pool)
+        stuck = pool.ready[0]
+        started = time.monotonic()
+        with pytest.raises(dispatch.CancelledError):
+            run_chunks(pool, [("k", lambda actor: actor.work.remote(600))],
+                       should_stop=lambda: time.monotonic() - started > 1.0)
+        assert stuck not in pool.ready
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(stuck.ping.remote(), timeout=30)
+        # The next job gets a fresh worker instead of queueing behind the stuck chunk.
+        assert run_chunks(pool, [("k2", lambda actor: actor.work.remote(0))]) == {"k2": "done"}
+    finally:
+        pool.shutdown()
+
+
+def test_the_worker_start_timeout_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("STYLECAST_WORKER_START_TIMEOUT_S", "900")
+    assert dispatch._seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0) == 900.0
+    monkeypatch.setenv("STYLECAST_WORKER_START_TIMEOUT_S", "")
+    assert dispatch._seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0) == 120.0
+    for bad in ("soon", "0", "-5"):
+        monkeypatch.setenv("STYLECAST_WORKER_START_TIMEOUT_S", bad)
+        with pytest.raises(ValueError, match="STYLECAST_WORKER_START_TIMEOUT_S"):
+            dispatch._seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0)
