@@ -20,7 +20,7 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCancelledError
 
-from stylecast.errors import CancelledError, StylecastError
+from stylecast.errors import CancelledError, InputUnavailable, StylecastError
 
 MAX_ATTEMPTS = 3  # per chunk, counting only attempts lost to dead workers or nodes
 
@@ -64,6 +64,14 @@ def _reason(exc: BaseException) -> str:
         cause = cause.cause
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[-1] if text else ''}".rstrip(": ")
+
+
+def _node_ip(node_id: str | None) -> str:
+    """A node's IP address for messages (its id where Ray no longer knows it)."""
+    for n in ray.nodes():
+        if n.get("NodeID") == node_id:
+            return n.get("NodeManagerAddress") or str(node_id)
+    return str(node_id)
 
 
 def live_cpus(nodes: list[dict] | None = None) -> float:
@@ -195,6 +203,7 @@ def run_chunks(
         pool.start_errors.clear()  # an earlier job's start-up failures say nothing about this one
     pool.refresh(force=True)  # first: it drops the actors of nodes that have gone
     idle = list(pool.ready)
+    unreadable: dict = {}  # node id -> why its workers could not read the job's files (no share mounted there)
     attempts: dict = {}
     results: dict = {}
     waiting_since = time.monotonic()
@@ -220,7 +229,8 @@ def run_chunks(
             cancel_all()
             raise CancelledError("cancelled")
         idle.extend(a for a in pool.refresh() if a not in idle)
-        idle = [a for a in idle if a in pool.ready]  # not the ones dropped with their node
+        # Not the ones dropped with their node, nor those on a node that cannot read this job's files.
+        idle = [a for a in idle if a in pool.ready and pool.node_of.get(a._actor_id.hex()) not in unreadable]
         while pending and idle:
             actor = idle.pop(0)
             key, submit = pending.popleft()
@@ -250,6 +260,20 @@ def run_chunks(
                 raise CancelledError("cancelled") from None
             except RayTaskError as exc:
                 cause = getattr(exc, "cause", None)
+                if isinstance(cause, InputUnavailable):
+                    # The driver could read the file, this worker's node cannot (a node without the share):
+                    # the node is left out of this job, and the chunk goes to another node's worker.
+                    node = pool.node_of.get(actor._actor_id.hex())
+                    unreadable.setdefault(node, str(cause))
+                    print(f"stylecast: node {_node_ip(node)} cannot read this job's files ({cause}); "
+                          "its workers are left out of the job: does it mount the media share?", file=sys.stderr)
+                    if not any(pool.node_of.get(a._actor_id.hex()) not in unreadable for a in pool.ready):
+                        cancel_all()
+                        raise InputUnavailable(f"{cause}, on every node with stylecast workers "
+                                               f"({', '.join(sorted(_node_ip(n) for n in unreadable))}): "
+                                               "mount the media share on them") from None
+                    pending.appendleft((key, submit))
+                    continue
                 if isinstance(cause, _LOST):
                     # The stage itself lost a peer actor (a node went away): retry like a lost worker.
                     attempts[key] = attempts.get(key, 0) + 1

@@ -248,9 +248,9 @@ class JobManager:
         except ApiError as exc:  # before StylecastError, its base class
             self._finish(job_id, "failed", error=(exc.code, exc.message), elapsed=time.perf_counter() - t0)
         except StylecastError as exc:
-            self._finish(job_id, "failed", error=(type(exc).__name__.replace("Error", "").lower() + "_error"
-                                                  if type(exc).__name__ != "StylecastError" else "job_error", str(exc)),
-                         elapsed=time.perf_counter() - t0)
+            code = getattr(type(exc), "code", None) or (type(exc).__name__.replace("Error", "").lower() + "_error"
+                                                         if type(exc).__name__ != "StylecastError" else "job_error")
+            self._finish(job_id, "failed", error=(code, str(exc)), elapsed=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - a job failure must never take the manager down
             if _ray_connection_lost():
                 # This process is being torn down (killed, or its node is going away) and its Ray calls fail

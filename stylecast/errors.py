@@ -9,6 +9,13 @@ class MediaError(StylecastError):
     """A file is not a usable video (or audio) file: missing, empty, truncated, undecodable."""
 
 
+class InputUnavailable(MediaError):
+    """A file that cannot be reached from this machine (missing, no permission, an I/O error), as opposed to
+    one whose content is unusable.  On a cluster: a node that does not mount the share the file is on."""
+
+    code = "media_error"  # what a failed job reports: to its user the input is unusable either way
+
+
 class OptionsError(StylecastError):
     """Options or a StyleJSON document are invalid."""
 

@@ -17,6 +17,8 @@ from stylecast import cli
 from stylecast.style import StyleJSON
 from stylecast.synth_clip import ShotSpec, make_clip, teal_orange
 
+from .conftest import write_h264
+
 W, H, FPS = 160, 90, 25.0
 
 
@@ -220,3 +222,25 @@ def test_output_that_is_a_directory_is_refused(files, tmp_path, capsys):
     rc, stdout, err = run_main(capsys, "run", files["good_source"], files["good_template"], "-o", out)
     assert_refused(rc, stdout, err, "folder.mp4", ["directory"])
     assert out.is_dir() and list(out.iterdir()) == []
+
+
+def test_a_file_that_cannot_be_reached_is_input_unavailable_and_bad_content_is_not(tmp_path):
+    # On a cluster the first means a node without the media share (the job's other nodes take its chunks);
+    # the second is the file's own fault (the job fails at once).  Both are MediaErrors to a user.
+    from stylecast.errors import InputUnavailable, MediaError
+    from stylecast.media.decode import iter_frames
+    from stylecast.media.probe import probe
+
+    with pytest.raises(InputUnavailable, match="no such file"):
+        probe(tmp_path / "gone.mp4")
+    garbage = tmp_path / "garbage.mp4"
+    garbage.write_bytes(b"\x00\x01" * 4096)
+    with pytest.raises(MediaError) as e:
+        probe(garbage)
+    assert not isinstance(e.value, InputUnavailable)
+    clip = tmp_path / "clip.mp4"
+    write_h264(clip, [(k, np.zeros((32, 32, 3), np.uint8)) for k in range(3)], rate=10)
+    info = probe(clip)
+    clip.unlink()  # probed on the driver, gone where the worker runs
+    with pytest.raises(InputUnavailable, match="cannot open"):
+        next(iter_frames(clip, 0.0, None, info=info))

@@ -224,3 +224,46 @@ def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
     pool.refresh(force=True)
     assert victim not in pool.ready
     assert pool.ready  # and the others stay
+
+
+@ray.remote(num_cpus=0.25, max_restarts=0)
+class _ShareReader:
+    """A chunk worker whose node may lack the media share: there, opening the job's file fails."""
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def read(self, nodes_without_share: list[str]) -> str:
+        from stylecast.errors import InputUnavailable
+
+        node = ray.get_runtime_context().get_node_id()
+        if node in nodes_without_share:
+            raise InputUnavailable("src.mp4: cannot open (No such file or directory)")
+        return node
+
+
+def test_a_node_without_the_share_is_left_out_and_named(cluster, capfd):
+    from actors.dispatch import ActorPool, run_chunks
+    from stylecast.errors import InputUnavailable
+
+    pool = ActorPool(_ShareReader, per_cpu=2)
+    try:
+        deadline = time.monotonic() + 60
+        while len({pool.node_of[a._actor_id.hex()] for a in pool.ready}) < 2 and time.monotonic() < deadline:
+            pool.refresh(force=True)
+            time.sleep(0.1)
+        nodes = sorted({pool.node_of[a._actor_id.hex()] for a in pool.ready})
+        assert len(nodes) == 2, "the pool's workers should be spread over both worker nodes"
+        bad = nodes[0]
+        tasks = [(k, lambda actor: actor.read.remote([bad])) for k in range(12)]
+        results = run_chunks(pool, tasks)
+        # Every chunk ran, on the node that has the share; the other node is named on stderr.
+        assert set(results) == set(range(12)) and set(results.values()) == {nodes[1]}
+        ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == bad)
+        assert f"node {ip} cannot read this job's files" in capfd.readouterr().err
+        # No node with the share: the job fails at once, naming the nodes, with the media error's code.
+        with pytest.raises(InputUnavailable, match="on every node with stylecast workers") as e:
+            run_chunks(pool, [(k, lambda actor: actor.read.remote(nodes)) for k in range(4)])
+        assert e.value.code == "media_error"
+    finally:
+        pool.shutdown()

@@ -16,7 +16,7 @@ import numpy as np
 from av.video.reformatter import Interpolation
 
 from stylecast.errors import MediaError
-from stylecast.media.probe import OPEN_OPTIONS, ProbeInfo, describe_error, main_video_stream, probe
+from stylecast.media.probe import OPEN_OPTIONS, ProbeInfo, describe_error, main_video_stream, open_error, probe
 
 # A frame whose time is within this much before t0 still counts as "at t0" (timestamps are rounded).
 _TIME_EPS = 1e-6
@@ -125,7 +125,7 @@ def iter_frames(
     try:
         container = av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS)
     except av.FFmpegError as exc:
-        raise MediaError(f"{Path(path).name}: cannot open ({describe_error(exc)})") from None
+        raise open_error(path, exc, "cannot open") from None
     with container:
         stream = main_video_stream(container)
         stream.thread_type = "AUTO"
@@ -252,7 +252,7 @@ def read_audio(
                 chunks.append(out.to_ndarray())
     except av.FFmpegError as exc:
         if not chunks:
-            raise MediaError(f"{Path(path).name}: undecodable audio ({describe_error(exc)})") from None
+            raise open_error(path, exc, "undecodable audio") from None
     if not chunks:
         return None
     audio = np.concatenate(chunks, axis=1).astype(np.float32, copy=False)

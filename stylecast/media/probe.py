@@ -13,7 +13,7 @@ import av
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from stylecast.errors import MediaError
+from stylecast.errors import InputUnavailable, MediaError
 
 
 class AudioInfo(BaseModel):
@@ -70,7 +70,7 @@ def probe(path: str | Path) -> ProbeInfo:
     """
     path = Path(path)
     if not path.exists():
-        raise MediaError(f"{path}: no such file")
+        raise InputUnavailable(f"{path}: no such file")
     if path.is_dir():
         raise MediaError(f"{path}: is a directory, not a video file")
     size = path.stat().st_size
@@ -79,11 +79,18 @@ def probe(path: str | Path) -> ProbeInfo:
     try:
         container = av.open(str(path), metadata_errors="ignore", options=OPEN_OPTIONS)
     except (av.FFmpegError, UnicodeDecodeError, ValueError) as exc:
-        raise MediaError(f"{path.name}: not a readable media file ({_reason(exc)})") from None
+        raise open_error(path, exc, "not a readable media file") from None
     try:
         return _probe_open(container, path, size)
     finally:
         container.close()
+
+
+def open_error(path: str | Path, exc: BaseException, what: str) -> MediaError:
+    """The error for a file FFmpeg could not open: `InputUnavailable` when the file could not be reached (the
+    OS refused: missing, no permission, I/O), else `MediaError`; ``what`` says what failed ("cannot open")."""
+    cls = InputUnavailable if isinstance(exc, OSError) else MediaError
+    return cls(f"{Path(path).name}: {what} ({_reason(exc)})")
 
 
 def describe_error(exc: BaseException) -> str:
