@@ -4,7 +4,9 @@ The pool is sized from the cluster's live CPUs (one chunk worker per core) and s
 chunk whose actor dies — its worker process crashed or its node went away — is re-queued on another actor
 (a bounded number of times); a chunk that *fails* (bad data: the stage raised) fails the job at once with
 that error, after the job's other in-flight chunks are cancelled.  New nodes add workers between chunks, so a
-job that is already running speeds up when a node joins.
+job that is already running speeds up when a node joins.  A node that cannot read the job's files (no share
+mounted) is left out of the job; a chunk that runs far longer than the others (a stuck worker) is run again
+on another worker.
 """
 from __future__ import annotations
 
@@ -43,6 +45,12 @@ START_TIMEOUT_S = _seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0)
 # After a cancel or a failure, how long in-flight chunks get to notice the flag and stop; a worker still busy
 # then is stuck (a hung mount, a stopped process) and is killed, so that no later job's chunk waits on it.
 STOP_WAIT_S = 10.0
+# A chunk still running this long after the job's other chunks took their median time (at least
+# STRAGGLER_MIN_S, once 3 have finished and none is left to start) is run again on an idle worker, preferably
+# on another node; the first result wins and the other worker is killed.  Chunks are deterministic, so either
+# copy gives the same result: this only rescues a job from one stuck worker (a hung mount, a stopped process).
+STRAGGLER_FACTOR = 8.0
+STRAGGLER_MIN_S = 120.0
 
 _LOST = (RayActorError,)
 try:  # not every Ray version has all of these
@@ -198,7 +206,10 @@ def run_chunks(
     a chunk's workers died MAX_ATTEMPTS times, `CancelledError` when ``should_stop()`` turns true.
     """
     pending = deque(tasks)
-    in_flight: dict = {}
+    in_flight: dict = {}  # ref -> (actor, key, submit)
+    started: dict = {}  # ref -> when it was submitted
+    durations: list[float] = []  # of the chunks that finished
+    rerun: set = set()  # keys given to a second worker as stragglers
     with pool._lock:
         pool.start_errors.clear()  # an earlier job's start-up failures say nothing about this one
     pool.refresh(force=True)  # first: it drops the actors of nodes that have gone
@@ -234,7 +245,10 @@ def run_chunks(
         while pending and idle:
             actor = idle.pop(0)
             key, submit = pending.popleft()
-            in_flight[submit(actor)] = (actor, key, submit)
+            ref = submit(actor)
+            in_flight[ref], started[ref] = (actor, key, submit), time.monotonic()
+        if idle and not pending and len(durations) >= 3:
+            _rerun_stragglers(pool, in_flight, started, idle, rerun, float(sorted(durations)[len(durations) // 2]))
         if not in_flight:
             if not pool.ready and not pool.starting and len(pool.start_errors) >= MAX_ATTEMPTS:
                 # Workers are started but fail in their constructor (an import, the kernels' warm-up, the
@@ -254,6 +268,19 @@ def run_chunks(
         ready, _ = ray.wait(list(in_flight), num_returns=1, timeout=0.25)
         for ref in ready:
             actor, key, submit = in_flight.pop(ref)
+            age = time.monotonic() - started.pop(ref)
+            # Another copy of this chunk (a straggler's re-run, or the straggler) is still running: it answers
+            # for the chunk if this one fails for want of a worker.
+            twin = any(k == key for _, k, _ in in_flight.values())
+            if key in results:  # the other copy won: this late answer (or failure) changes nothing
+                try:
+                    ray.get(ref)
+                    idle.append(actor)
+                except _LOST:
+                    pool.discard(actor)
+                except Exception:  # noqa: BLE001
+                    idle.append(actor)
+                continue
             try:
                 value = ray.get(ref)
             except TaskCancelledError:
@@ -272,10 +299,14 @@ def run_chunks(
                         raise InputUnavailable(f"{cause}, on every node with stylecast workers "
                                                f"({', '.join(sorted(_node_ip(n) for n in unreadable))}): "
                                                "mount the media share on them") from None
-                    pending.appendleft((key, submit))
+                    if not twin:
+                        pending.appendleft((key, submit))
                     continue
                 if isinstance(cause, _LOST):
                     # The stage itself lost a peer actor (a node went away): retry like a lost worker.
+                    if twin:
+                        idle.append(actor)
+                        continue
                     attempts[key] = attempts.get(key, 0) + 1
                     if attempts[key] < MAX_ATTEMPTS:
                         idle.append(actor)
@@ -290,6 +321,8 @@ def run_chunks(
                 # Its node may have gone with it: drop that node's other workers now, before the chunk goes
                 # back to an idle one of them and uses up another of its attempts.
                 pool.refresh(force=True)
+                if twin:
+                    continue
                 attempts[key] = attempts.get(key, 0) + 1
                 if attempts[key] >= MAX_ATTEMPTS:
                     cancel_all()
@@ -300,7 +333,33 @@ def run_chunks(
                 pending.appendleft((key, submit))
                 continue
             results[key] = value
+            durations.append(age)
             idle.append(actor)
+            for other in [r for r, (_, k, _) in in_flight.items() if k == key]:  # the straggler it rescued
+                stuck = in_flight.pop(other)[0]
+                started.pop(other, None)
+                pool.discard(stuck)  # kills it: the pool starts a fresh worker in its place
             if on_done is not None:
                 on_done(key, value)
     return results
+
+
+def _rerun_stragglers(pool: ActorPool, in_flight: dict, started: dict, idle: list, rerun: set,
+                      median_s: float) -> None:
+    """Give chunks that run far longer than the median a second worker (see STRAGGLER_FACTOR)."""
+    limit = max(STRAGGLER_MIN_S, STRAGGLER_FACTOR * median_s)
+    now = time.monotonic()
+    for ref, (actor, key, submit) in list(in_flight.items()):
+        if not idle:
+            return
+        if key in rerun or now - started[ref] <= limit:
+            continue
+        node = pool.node_of.get(actor._actor_id.hex())
+        # Another node's worker if there is one: a hung mount would hang this node's other workers too.
+        spare = next((a for a in idle if pool.node_of.get(a._actor_id.hex()) != node), idle[0])
+        idle.remove(spare)
+        rerun.add(key)
+        print(f"stylecast: chunk {key} has run {now - started[ref]:.0f} s, the others took {median_s:.1f} s; "
+              f"running it again on another worker (node {_node_ip(node)} may be stuck)", file=sys.stderr)
+        copy = submit(spare)
+        in_flight[copy], started[copy] = (spare, key, submit), now

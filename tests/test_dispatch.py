@@ -176,3 +176,46 @@ def test_the_worker_start_timeout_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv("STYLECAST_WORKER_START_TIMEOUT_S", bad)
         with pytest.raises(ValueError, match="STYLECAST_WORKER_START_TIMEOUT_S"):
             dispatch._seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0)
+
+
+@ray.remote(num_cpus=0.5, max_restarts=0)
+class _OnceStuckWorker:
+    """The first worker to take chunk "slow" hangs on it (a hung mount); a second attempt is quick."""
+
+    def ping(self) -> str:
+        return ray.get_runtime_context().get_node_id()
+
+    def work(self, key: str, marker: str) -> str:
+        from pathlib import Path
+
+        if key == "slow" and not Path(marker).exists():
+            Path(marker).touch()
+            time.sleep(600)
+        time.sleep(0.05)
+        return key
+
+
+def test_a_chunk_stuck_on_one_worker_is_run_again_on_another(local_ray, monkeypatch, tmp_path, capfd):
+    monkeypatch.setattr(dispatch, "STRAGGLER_MIN_S", 1.0)
+    pool = ActorPool(_OnceStuckWorker, max_size=2)
+    marker = str(tmp_path / "slow-started")
+    try:
+        _fill(pool)
+        keys = ["slow"] + [f"k{i}" for i in range(5)]
+        before = list(pool.ready)
+        t0 = time.monotonic()
+        results = run_chunks(pool, [(k, lambda actor, k=k: actor.work.remote(k, marker)) for k in keys])
+        assert results == {k: k for k in keys}
+        assert time.monotonic() - t0 < 60  # not the stuck worker's 600 s
+        assert "chunk slow has run" in capfd.readouterr().err
+        gone = [a for a in before if a not in pool.ready]
+        assert len(gone) == 1
+        with pytest.raises(ray.exceptions.RayActorError):
+            ray.get(gone[0].ping.remote(), timeout=30)
+        # The stuck worker was killed; the pool has a fresh one in its place for the next job.
+        assert run_chunks(pool, [(k, lambda actor, k=k: actor.work.remote(k, marker)) for k in keys]) == \
+            {k: k for k in keys}
+        _fill(pool)
+        assert len(pool.ready) == 2
+    finally:
+        pool.shutdown()

@@ -226,7 +226,7 @@ def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
     assert pool.ready  # and the others stay
 
 
-@ray.remote(num_cpus=0.25, max_restarts=0)
+@ray.remote(num_cpus=0, max_restarts=0)  # no CPU: it never waits for the CPUs earlier tests' actors hold
 class _ShareReader:
     """A chunk worker whose node may lack the media share: there, opening the job's file fails."""
 
@@ -246,24 +246,25 @@ def test_a_node_without_the_share_is_left_out_and_named(cluster, capfd):
     from actors.dispatch import ActorPool, run_chunks
     from stylecast.errors import InputUnavailable
 
-    pool = ActorPool(_ShareReader, per_cpu=2)
+    pool = ActorPool(_ShareReader, per_cpu=3)
     try:
         deadline = time.monotonic() + 60
         while len({pool.node_of[a._actor_id.hex()] for a in pool.ready}) < 2 and time.monotonic() < deadline:
             pool.refresh(force=True)
             time.sleep(0.1)
         nodes = sorted({pool.node_of[a._actor_id.hex()] for a in pool.ready})
-        assert len(nodes) == 2, "the pool's workers should be spread over both worker nodes"
+        assert len(nodes) >= 2, "the pool's workers should be spread over several nodes"
         bad = nodes[0]
         tasks = [(k, lambda actor: actor.read.remote([bad])) for k in range(12)]
         results = run_chunks(pool, tasks)
-        # Every chunk ran, on the node that has the share; the other node is named on stderr.
-        assert set(results) == set(range(12)) and set(results.values()) == {nodes[1]}
+        # Every chunk ran, on nodes that have the share; the other node is named on stderr.
+        assert set(results) == set(range(12)) and bad not in set(results.values())
         ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == bad)
         assert f"node {ip} cannot read this job's files" in capfd.readouterr().err
         # No node with the share: the job fails at once, naming the nodes, with the media error's code.
         with pytest.raises(InputUnavailable, match="on every node with stylecast workers") as e:
-            run_chunks(pool, [(k, lambda actor: actor.read.remote(nodes)) for k in range(4)])
+            every = [n["NodeID"] for n in ray.nodes()]
+            run_chunks(pool, [(k, lambda actor: actor.read.remote(every)) for k in range(4)])
         assert e.value.code == "media_error"
     finally:
         pool.shutdown()
