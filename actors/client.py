@@ -92,12 +92,12 @@ def validation_error(exc) -> ApiError:
                     errors)
 
 
-def _call(manager, method: str, *args) -> Any:
+def _call(manager, method: str, *args, restart_wait_s: float = _RESTART_WAIT_S) -> Any:
     """``ray.get(manager.<method>.remote(*args))``, failures raised as `manager_error` says; a read whose
-    manager restarted during it is asked again (for up to _RESTART_WAIT_S)."""
+    manager restarted during it is asked again (for up to ``restart_wait_s``)."""
     import ray
 
-    deadline = time.monotonic() + _RESTART_WAIT_S
+    deadline = time.monotonic() + restart_wait_s
     while True:
         try:
             return ray.get(getattr(manager, method).remote(*args))
@@ -146,7 +146,15 @@ class JobHandle:
             raise ValueError(f"poll_s must be > 0 seconds, got {poll_s!r}")
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         while True:
-            job = self.status()
+            # A restarting manager is waited for only as long as the caller's timeout leaves.
+            left = _RESTART_WAIT_S if deadline is None else min(_RESTART_WAIT_S, deadline - time.monotonic())
+            try:
+                job = _call(self.manager, "get_job", self.owner, self.job_id, restart_wait_s=max(0.0, left))
+            except ApiError as exc:
+                if exc.code == "job_manager_restarting" and deadline is not None and time.monotonic() >= deadline:
+                    raise TimeoutError(f"job {self.job_id}: the job manager was restarting when the {timeout_s:g} s "
+                                       "timeout ran out (the job keeps running)") from exc
+                raise
             if job["status"] in TERMINAL:
                 return job
             if deadline is not None and time.monotonic() >= deadline:

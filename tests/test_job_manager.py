@@ -149,6 +149,29 @@ def test_a_manager_dying_during_a_call_is_a_503_and_the_call_is_not_rerun(local_
     assert exc.value.headers == {"Retry-After": "2"}
 
 
+@ray.remote(max_restarts=-1, max_task_retries=0)
+class _DiesOnRead:
+    def get_job(self, *args):
+        import os
+
+        os._exit(1)
+
+
+def test_waiting_on_a_restarting_manager_keeps_to_the_callers_timeout(local_ray, monkeypatch):
+    from actors import client
+    from actors.client import JobHandle
+
+    monkeypatch.setattr(client, "_RESTART_WAIT_S", 600.0)  # a read would otherwise be retried this long
+    manager = _DiesOnRead.remote()
+    try:
+        t0 = time.monotonic()
+        with pytest.raises(TimeoutError, match="restarting when the 1 s timeout ran out"):
+            JobHandle("job_x", "", manager).wait(timeout_s=1.0, poll_s=0.1)
+        assert time.monotonic() - t0 < 300
+    finally:
+        ray.kill(manager, no_restart=True)
+
+
 def test_the_database_can_live_apart_from_the_data_dir(local_ray, clips, tmp_path):
     """On a cluster the data dir (uploads, outputs) is on the share, the SQLite file on the head's own disk."""
     from serve_app.app import Service
