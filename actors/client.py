@@ -80,24 +80,16 @@ def manager_error(exc: BaseException, method: str) -> ApiError | None:
     if isinstance(cause, ApiError):
         return cause
     if cause is not None and type(cause).__name__ == "ValidationError":
-        return validation_error(cause)
+        return ApiError.from_validation(cause)
     return None
 
 
-def validation_error(exc) -> ApiError:
-    """A pydantic ValidationError as the API's 422 ``validation_error`` (each error's location and message)."""
-    errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
-              for e in exc.errors()]
-    return ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
-                    errors)
-
-
-def _call(manager, method: str, *args, restart_wait_s: float = _RESTART_WAIT_S) -> Any:
+def _call(manager, method: str, *args, restart_wait_s: float | None = None) -> Any:
     """``ray.get(manager.<method>.remote(*args))``, failures raised as `manager_error` says; a read whose
     manager restarted during it is asked again (for up to ``restart_wait_s``)."""
     import ray
 
-    deadline = time.monotonic() + restart_wait_s
+    deadline = time.monotonic() + (_RESTART_WAIT_S if restart_wait_s is None else restart_wait_s)
     while True:
         try:
             return ray.get(getattr(manager, method).remote(*args))
@@ -189,7 +181,7 @@ def submit_job(source_path: str | os.PathLike, template_path: str | os.PathLike,
             body["options"] = options_payload(options)
             Options.model_validate(body["options"])
         except ValidationError as exc:
-            raise validation_error(exc) from None
+            raise ApiError.from_validation(exc) from None
         except OptionsError as exc:
             raise ApiError(422, "validation_error", str(exc)) from None
     if webhook_url is not None:

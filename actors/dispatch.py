@@ -41,7 +41,12 @@ def _seconds_from_env(name: str, default: float) -> float:
 # could but other jobs hold their CPUs (another driver's pools), the job waits for them instead.  An
 # autoscaling cluster that starts from no worker node needs longer: the first node boots, pulls the image and
 # installs the project before it can host a worker (STYLECAST_WORKER_START_TIMEOUT_S).
-START_TIMEOUT_S = _seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0)
+START_TIMEOUT_S = 120.0
+
+
+def start_timeout_s() -> float:
+    """START_TIMEOUT_S, or ``$STYLECAST_WORKER_START_TIMEOUT_S`` of the process that dispatches (read per job)."""
+    return _seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", START_TIMEOUT_S)
 # After a cancel or a failure, how long in-flight chunks get to notice the flag and stop; a worker still busy
 # then is stuck (a hung mount, a stopped process) and is killed, so that no later job's chunk waits on it.
 STOP_WAIT_S = 10.0
@@ -219,6 +224,17 @@ def run_chunks(
     results: dict = {}
     waiting_since = time.monotonic()
     warned = False
+    start_timeout = start_timeout_s()
+
+    def readable_workers_left() -> bool:
+        """Whether a worker that may read the job's files is ready, or still starting (its node unknown)."""
+        return bool(pool.starting) or any(pool.node_of.get(a._actor_id.hex()) not in unreadable for a in pool.ready)
+
+    def fail_unreadable(cause) -> None:
+        cancel_all()
+        raise InputUnavailable(f"{cause}, on every node with stylecast workers "
+                               f"({', '.join(sorted(_node_ip(n) for n in unreadable))}): check that the file is "
+                               "still there and that those nodes mount the media share") from None
 
     def cancel_all() -> None:
         if on_cancel is not None:
@@ -250,18 +266,20 @@ def run_chunks(
         if idle and not pending and len(durations) >= 3:
             _rerun_stragglers(pool, in_flight, started, idle, rerun, float(sorted(durations)[len(durations) // 2]))
         if not in_flight:
+            if unreadable and not readable_workers_left():
+                fail_unreadable(next(iter(unreadable.values())))
             if not pool.ready and not pool.starting and len(pool.start_errors) >= MAX_ATTEMPTS:
                 # Workers are started but fail in their constructor (an import, the kernels' warm-up, the
                 # runtime_env): waiting would not help.
                 raise ChunkFailed(f"no worker could be started: {_reason(pool.start_errors[-1])}")
-            if time.monotonic() - waiting_since > START_TIMEOUT_S:
+            if time.monotonic() - waiting_since > start_timeout:
                 if not pool.can_ever_start():
                     raise ChunkFailed(f"no worker could be started: no node of the cluster has the "
                                       f"{pool.worker_cpus():g} CPU a stylecast worker needs (add a worker node)")
                 if not warned:
                     warned = True
                     print(f"stylecast: waiting for free CPUs on the cluster (other jobs hold them) since "
-                          f"{START_TIMEOUT_S:g} s", file=sys.stderr)
+                          f"{start_timeout:g} s", file=sys.stderr)
             time.sleep(0.05)
             continue
         waiting_since = time.monotonic()
@@ -272,15 +290,6 @@ def run_chunks(
             # Another copy of this chunk (a straggler's re-run, or the straggler) is still running: it answers
             # for the chunk if this one fails for want of a worker.
             twin = any(k == key for _, k, _ in in_flight.values())
-            if key in results:  # the other copy won: this late answer (or failure) changes nothing
-                try:
-                    ray.get(ref)
-                    idle.append(actor)
-                except _LOST:
-                    pool.discard(actor)
-                except Exception:  # noqa: BLE001
-                    idle.append(actor)
-                continue
             try:
                 value = ray.get(ref)
             except TaskCancelledError:
@@ -294,17 +303,17 @@ def run_chunks(
                     unreadable.setdefault(node, str(cause))
                     print(f"stylecast: node {_node_ip(node)} cannot read this job's files ({cause}); "
                           "its workers are left out of the job: does it mount the media share?", file=sys.stderr)
-                    if not any(pool.node_of.get(a._actor_id.hex()) not in unreadable for a in pool.ready):
-                        cancel_all()
-                        raise InputUnavailable(f"{cause}, on every node with stylecast workers "
-                                               f"({', '.join(sorted(_node_ip(n) for n in unreadable))}): "
-                                               "mount the media share on them") from None
-                    if not twin:
+                    if not readable_workers_left():
+                        fail_unreadable(cause)
+                    if twin:
+                        rerun.discard(key)  # the straggler's copy failed: it may be given another
+                    else:
                         pending.appendleft((key, submit))
                     continue
                 if isinstance(cause, _LOST):
                     # The stage itself lost a peer actor (a node went away): retry like a lost worker.
                     if twin:
+                        rerun.discard(key)
                         idle.append(actor)
                         continue
                     attempts[key] = attempts.get(key, 0) + 1
@@ -320,8 +329,9 @@ def run_chunks(
                 pool.discard(actor)
                 # Its node may have gone with it: drop that node's other workers now, before the chunk goes
                 # back to an idle one of them and uses up another of its attempts.
-                pool.refresh(force=True)
+                idle.extend(pool.refresh(force=True))
                 if twin:
+                    rerun.discard(key)
                     continue
                 attempts[key] = attempts.get(key, 0) + 1
                 if attempts[key] >= MAX_ATTEMPTS:

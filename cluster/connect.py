@@ -36,7 +36,12 @@ def project_runtime_env() -> dict:
     import cluster
 
     modules = [str(Path(m.__file__).parent) for m in (stylecast, kernels, actors, cluster, serve_app)]
-    return {"py_modules": modules, "env_vars": {"NUMBA_NUM_THREADS": "1"}}
+    env = {"NUMBA_NUM_THREADS": "1"}
+    # Settings read where the chunks are dispatched, which on a cluster may be the JobManager's process.
+    for name in ("STYLECAST_WORKER_START_TIMEOUT_S",):
+        if os.environ.get(name):
+            env[name] = os.environ[name]
+    return {"py_modules": modules, "env_vars": env}
 
 
 def _object_store_bytes() -> int:

@@ -378,9 +378,7 @@ async def create_job(request: Request):
     try:
         CreateJobRequest.model_validate(body)
     except ValidationError as exc:
-        errors = _errors(exc)
-        raise ApiError(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors),
-                       errors) from None
+        raise ApiError.from_validation(exc) from None
     except RecursionError:
         raise ApiError(422, "validation_error", "the request body is nested too deeply") from None
     key = _idempotency_key(request)

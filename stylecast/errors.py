@@ -1,4 +1,5 @@
 """Error types that carry a one-line, user-facing reason."""
+from __future__ import annotations
 
 
 class StylecastError(Exception):
@@ -36,6 +37,13 @@ class ApiError(StylecastError):
         super().__init__(message)
         self.status, self.code, self.message, self.detail = status, code, message, detail
         self.headers = headers
+
+    @classmethod
+    def from_validation(cls, exc) -> ApiError:
+        """A pydantic ValidationError as the API's 422 ``validation_error``: each error's location and message."""
+        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+                  for e in exc.errors()]
+        return cls(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors), errors)
 
     def __reduce__(self):
         return (ApiError, (self.status, self.code, self.message, self.detail, self.headers))

@@ -112,8 +112,8 @@ def options_payload(options: Options | Mapping | str) -> dict:
     o.transfer.pacing = False`` pydantic counts ``transfer`` as unset, so ``exclude_unset`` would drop the change.
     A mapping is sent as given (the service validates it), with numpy values made plain; JSON text (or
     ``@path``) is read as `parse_options` reads it and raises `OptionsError` when it is not an object."""
-    if isinstance(options, Options):
-        return options.model_dump(mode="json", exclude_defaults=True)
+    if isinstance(options, Options):  # python mode + _plain: a numpy value assigned to a field serialises too
+        return _plain(options.model_dump(exclude_defaults=True, warnings=False))
     if isinstance(options, str):
         return parse_options(options).model_dump(mode="json", exclude_defaults=True)
     if isinstance(options, Mapping):

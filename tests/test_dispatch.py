@@ -167,15 +167,20 @@ def test_a_worker_stuck_past_the_stop_wait_is_killed_and_replaced(local_ray, mon
         pool.shutdown()
 
 
-def test_the_worker_start_timeout_comes_from_the_environment(monkeypatch):
+def test_the_worker_start_timeout_comes_from_the_environment_and_reaches_the_cluster(monkeypatch):
+    from cluster.connect import project_runtime_env
+
+    monkeypatch.delenv("STYLECAST_WORKER_START_TIMEOUT_S", raising=False)
+    assert dispatch.start_timeout_s() == 120.0
+    assert "STYLECAST_WORKER_START_TIMEOUT_S" not in project_runtime_env()["env_vars"]
     monkeypatch.setenv("STYLECAST_WORKER_START_TIMEOUT_S", "900")
-    assert dispatch._seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0) == 900.0
-    monkeypatch.setenv("STYLECAST_WORKER_START_TIMEOUT_S", "")
-    assert dispatch._seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0) == 120.0
-    for bad in ("soon", "0", "-5"):
+    assert dispatch.start_timeout_s() == 900.0  # read per job, not at import
+    # A job dispatched by the cluster's JobManager reads it there: the driver's runtime_env carries it.
+    assert project_runtime_env()["env_vars"]["STYLECAST_WORKER_START_TIMEOUT_S"] == "900"
+    for bad in ("soon", "0", "-5", "nan"):
         monkeypatch.setenv("STYLECAST_WORKER_START_TIMEOUT_S", bad)
         with pytest.raises(ValueError, match="STYLECAST_WORKER_START_TIMEOUT_S"):
-            dispatch._seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", 120.0)
+            dispatch.start_timeout_s()
 
 
 @ray.remote(num_cpus=0.5, max_restarts=0)

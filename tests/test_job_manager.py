@@ -167,7 +167,7 @@ def test_waiting_on_a_restarting_manager_keeps_to_the_callers_timeout(local_ray,
         t0 = time.monotonic()
         with pytest.raises(TimeoutError, match="restarting when the 1 s timeout ran out"):
             JobHandle("job_x", "", manager).wait(timeout_s=1.0, poll_s=0.1)
-        assert time.monotonic() - t0 < 300
+        assert time.monotonic() - t0 < 60  # not the 600 s a read alone would retry
     finally:
         ray.kill(manager, no_restart=True)
 

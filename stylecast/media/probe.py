@@ -87,9 +87,10 @@ def probe(path: str | Path) -> ProbeInfo:
 
 
 def open_error(path: str | Path, exc: BaseException, what: str) -> MediaError:
-    """The error for a file FFmpeg could not open: `InputUnavailable` when the file could not be reached (the
-    OS refused: missing, no permission, I/O), else `MediaError`; ``what`` says what failed ("cannot open")."""
-    cls = InputUnavailable if isinstance(exc, OSError) else MediaError
+    """The error for a file FFmpeg could not open: `InputUnavailable` when the file could not be reached (it is
+    missing or may not be read here), else `MediaError` (an I/O error may be the content's: FFmpeg's demuxers
+    report truncated data as EIO); ``what`` says what failed ("cannot open")."""
+    cls = InputUnavailable if isinstance(exc, (FileNotFoundError, PermissionError)) else MediaError
     return cls(f"{Path(path).name}: {what} ({_reason(exc)})")
 
 
