@@ -25,28 +25,11 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError, TaskCan
 from stylecast.errors import CancelledError, InputUnavailable, StylecastError
 
 MAX_ATTEMPTS = 3  # per chunk, counting only attempts lost to dead workers or nodes
-
-
-def _seconds_from_env(name: str, default: float) -> float:
-    try:
-        value = float(os.environ.get(name) or default)
-    except ValueError:
-        raise ValueError(f"{name} must be a number of seconds, got {os.environ.get(name)!r}") from None
-    if not value > 0:
-        raise ValueError(f"{name} must be > 0 seconds, got {value:g}")
-    return value
-
-
 # A pool with no worker started within this long fails the job if no node could ever host one; where nodes
 # could but other jobs hold their CPUs (another driver's pools), the job waits for them instead.  An
 # autoscaling cluster that starts from no worker node needs longer: the first node boots, pulls the image and
-# installs the project before it can host a worker (STYLECAST_WORKER_START_TIMEOUT_S).
+# installs the project before it can host a worker (STYLECAST_WORKER_START_TIMEOUT_S, see start_timeout_s).
 START_TIMEOUT_S = 120.0
-
-
-def start_timeout_s() -> float:
-    """START_TIMEOUT_S, or ``$STYLECAST_WORKER_START_TIMEOUT_S`` of the process that dispatches (read per job)."""
-    return _seconds_from_env("STYLECAST_WORKER_START_TIMEOUT_S", START_TIMEOUT_S)
 # After a cancel or a failure, how long in-flight chunks get to notice the flag and stop; a worker still busy
 # then is stuck (a hung mount, a stopped process) and is killed, so that no later job's chunk waits on it.
 STOP_WAIT_S = 10.0
@@ -79,6 +62,19 @@ def _reason(exc: BaseException) -> str:
     return f"{type(cause).__name__}: {text[-1] if text else ''}".rstrip(": ")
 
 
+def start_timeout_s() -> float:
+    """START_TIMEOUT_S, or ``$STYLECAST_WORKER_START_TIMEOUT_S`` of the process that dispatches (read per job)."""
+    name = "STYLECAST_WORKER_START_TIMEOUT_S"
+    text = os.environ.get(name)
+    try:
+        value = float(text) if text else START_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{name} must be a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise ValueError(f"{name} must be > 0 seconds, got {value:g}")
+    return value
+
+
 def _node_ip(node_id: str | None) -> str:
     """A node's IP address for messages (its id where Ray no longer knows it)."""
     for n in ray.nodes():
@@ -109,6 +105,10 @@ class ActorPool:
     _last_refresh: float = 0.0
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
+    def node(self, actor) -> str | None:
+        """The id of the node ``actor`` runs on (None before it has started)."""
+        return self.node_of.get(actor._actor_id.hex())
+
     def worker_cpus(self) -> float:
         return float(getattr(self.actor_cls, "_default_options", {}).get("num_cpus", 1.0) or 0.0)
 
@@ -132,7 +132,7 @@ class ActorPool:
                 alive = {n.get("NodeID") for n in nodes if n.get("Alive")}
                 # A node removed while its actors sat idle leaves them dead in the pool: they would take
                 # chunks only to lose them, and would hold the places of workers on the nodes that replaced it.
-                for actor in [a for a in self.ready if self.node_of.get(a._actor_id.hex()) not in alive]:
+                for actor in [a for a in self.ready if self.node(a) not in alive]:
                     self.discard(actor)
                 if force:  # a job starts: also drop workers whose process died since (a dead actor answers at once)
                     self._drop_dead()
@@ -228,7 +228,7 @@ def run_chunks(
 
     def readable_workers_left() -> bool:
         """Whether a worker that may read the job's files is ready, or still starting (its node unknown)."""
-        return bool(pool.starting) or any(pool.node_of.get(a._actor_id.hex()) not in unreadable for a in pool.ready)
+        return bool(pool.starting) or any(pool.node(a) not in unreadable for a in pool.ready)
 
     def fail_unreadable(cause) -> None:
         cancel_all()
@@ -257,7 +257,7 @@ def run_chunks(
             raise CancelledError("cancelled")
         idle.extend(a for a in pool.refresh() if a not in idle)
         # Not the ones dropped with their node, nor those on a node that cannot read this job's files.
-        idle = [a for a in idle if a in pool.ready and pool.node_of.get(a._actor_id.hex()) not in unreadable]
+        idle = [a for a in idle if a in pool.ready and pool.node(a) not in unreadable]
         while pending and idle:
             actor = idle.pop(0)
             key, submit = pending.popleft()
@@ -299,7 +299,7 @@ def run_chunks(
                 if isinstance(cause, InputUnavailable):
                     # The driver could read the file, this worker's node cannot (a node without the share):
                     # the node is left out of this job, and the chunk goes to another node's worker.
-                    node = pool.node_of.get(actor._actor_id.hex())
+                    node = pool.node(actor)
                     unreadable.setdefault(node, str(cause))
                     print(f"stylecast: node {_node_ip(node)} cannot read this job's files ({cause}); "
                           "its workers are left out of the job: does it mount the media share?", file=sys.stderr)
@@ -364,9 +364,9 @@ def _rerun_stragglers(pool: ActorPool, in_flight: dict, started: dict, idle: lis
             return
         if key in rerun or now - started[ref] <= limit:
             continue
-        node = pool.node_of.get(actor._actor_id.hex())
+        node = pool.node(actor)
         # Another node's worker if there is one: a hung mount would hang this node's other workers too.
-        spare = next((a for a in idle if pool.node_of.get(a._actor_id.hex()) != node), idle[0])
+        spare = next((a for a in idle if pool.node(a) != node), idle[0])
         idle.remove(spare)
         rerun.add(key)
         print(f"stylecast: chunk {key} has run {now - started[ref]:.0f} s, the others took {median_s:.1f} s; "

@@ -30,7 +30,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from serve_app.models import ACTIVE, STAGE_WEIGHTS, STAGES, TERMINAL, CreateJobRequest, Envelope, utcnow
 from serve_app.store import JobRecord, Store, database_file
 from serve_app.webhooks import WebhookSender, check_webhook_url, parse_secret
-from stylecast.errors import ApiError, CancelledError, StylecastError
+from stylecast.errors import ApiError, CancelledError, StylecastError, error_code
 from stylecast.options import Options
 
 JOB_MANAGER_NAME = "stylecast-jobmanager"
@@ -245,12 +245,8 @@ class JobManager:
                              elapsed=time.perf_counter() - t0)
             else:
                 self._finish(job_id, "cancelled", elapsed=time.perf_counter() - t0)
-        except ApiError as exc:  # before StylecastError, its base class
-            self._finish(job_id, "failed", error=(exc.code, exc.message), elapsed=time.perf_counter() - t0)
-        except StylecastError as exc:
-            code = getattr(type(exc), "code", None) or (type(exc).__name__.replace("Error", "").lower() + "_error"
-                                                         if type(exc).__name__ != "StylecastError" else "job_error")
-            self._finish(job_id, "failed", error=(code, str(exc)), elapsed=time.perf_counter() - t0)
+        except StylecastError as exc:  # an ApiError too: its message is its str
+            self._finish(job_id, "failed", error=(error_code(exc), str(exc)), elapsed=time.perf_counter() - t0)
         except Exception as exc:  # noqa: BLE001 - a job failure must never take the manager down
             if _ray_connection_lost():
                 # This process is being torn down (killed, or its node is going away) and its Ray calls fail

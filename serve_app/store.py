@@ -38,6 +38,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from serve_app.models import (ACTIVE, ErrorInfo, JobDetailResponse, JobResponse, JobStage, JobStatus,
                               VideoResponse, WebhookDelivery)
+from stylecast.errors import ApiError
 from stylecast.options import Options
 
 SCHEMA_VERSION = 2
@@ -144,8 +145,6 @@ class JobRecord(_Record):
     def output_file(self) -> str:
         """The path of the job's output video; `ApiError` 409 ``no_output`` while the job has not completed
         (failed, cancelled, still running), 404 ``no_output`` when its file has gone."""
-        from stylecast.errors import ApiError
-
         if self.status != "completed" or not self.output_path or not Path(self.output_path).exists():
             raise ApiError(409 if self.status != "completed" else 404, "no_output",
                            f"job {self.job_id} has no output (status {self.status})")

@@ -8,7 +8,6 @@ small per-frame arrays.  `finish_analysis` runs once on the gathered, ordered ar
 from __future__ import annotations
 
 import threading
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path

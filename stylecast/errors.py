@@ -11,10 +11,10 @@ class MediaError(StylecastError):
 
 
 class InputUnavailable(MediaError):
-    """A file that cannot be reached from this machine (missing, no permission, an I/O error), as opposed to
-    one whose content is unusable.  On a cluster: a node that does not mount the share the file is on."""
+    """A file that cannot be reached from this machine (missing, or not to be read here), as opposed to one
+    whose content is unusable.  On a cluster: a node that does not mount the share the file is on."""
 
-    code = "media_error"  # what a failed job reports: to its user the input is unusable either way
+    code = "media_error"  # what a failed job reports (`error_code`): to its user the input is unusable either way
 
 
 class OptionsError(StylecastError):
@@ -50,3 +50,13 @@ class ApiError(StylecastError):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+def error_code(exc: StylecastError) -> str:
+    """The machine-readable code a failed job reports for ``exc``: an ApiError's own, a class's ``code``, else
+    the class name (``MediaError`` -> ``media_error``; a bare StylecastError -> ``job_error``)."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, str) and code:
+        return code
+    name = type(exc).__name__
+    return "job_error" if name == "StylecastError" else name.replace("Error", "").lower() + "_error"
