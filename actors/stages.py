@@ -17,6 +17,7 @@ import ray
 from stylecast.analyze import RangeFeatures, analyze_audio_file, analyze_video_range, finish_analysis, merge_ranges
 from stylecast.media.probe import ProbeInfo
 from stylecast.style import extract_style
+from stylecast.threads import opencv_single_threaded
 
 # Chunk workers take half a core each so that an analysis pool and a render pool fit side by side on every
 # node (the phases of a job hardly overlap, so each pool in practice gets the whole node).
@@ -39,6 +40,7 @@ class _Warm:
         # One core per chunk worker: parallelism comes from the chunks.  (Set at run time: the
         # NUMBA_NUM_THREADS variable may not change once Numba has started its threads.)
         numba.set_num_threads(1)
+        opencv_single_threaded()
         self.node_id = _node_id()
 
     def ping(self) -> str:

@@ -281,8 +281,10 @@ def analyze_files(
     its last task, while the other threads still work on the other jobs' tasks, so only the last job's
     finish is left to run after the pool has drained.
     """
-    from stylecast.threads import run_all
+    from stylecast.threads import opencv_single_threaded, run_all
 
+    if workers > 1:
+        opencv_single_threaded()  # the tasks already fill every core
     tasks = [job.audio_task() for job in jobs]
     owner = list(range(len(jobs)))  # the job each task belongs to
     costs = [0.0] * len(jobs)  # an audio task costs about as much as a short low-resolution video range

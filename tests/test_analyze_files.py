@@ -97,3 +97,24 @@ except ValueError:
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "OK", result.stdout
+
+
+def test_side_by_side_analysis_turns_off_opencv_threads_without_changing_results(template_clip):
+    # A fresh interpreter: OpenCV starts with its own worker threads; analysis tasks side by side turn them off
+    # (they would compete with the tasks for the same cores), and the motion measured is the same either way.
+    code = f"""
+import cv2, numpy as np
+from stylecast.analyze import AnalysisJob, analyze_file, analyze_files
+cv2.setNumThreads(4)
+alone = analyze_file({str(template_clip.path)!r}, workers=1)
+assert cv2.getNumThreads() == 4, cv2.getNumThreads()
+job = AnalysisJob.plan({str(template_clip.path)!r}, parts=2, motion=True)
+side_by_side, = analyze_files([job], workers=2)
+assert cv2.getNumThreads() == 1, cv2.getNumThreads()
+assert np.array_equal(alone.motion, side_by_side.motion)
+assert alone.report() == side_by_side.report()
+print("OK")
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "OK", result.stdout

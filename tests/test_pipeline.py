@@ -226,6 +226,25 @@ def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
     assert pool.ready  # and the others stay
 
 
+def _library_threads(worker) -> tuple[int, int]:
+    import cv2
+    import numba
+
+    return numba.get_num_threads(), cv2.getNumThreads()
+
+
+def test_chunk_workers_keep_numba_and_opencv_to_one_thread(pipeline):
+    # Parallelism comes from the chunks (one worker per CPU); the libraries' own threads would compete with them.
+    for pool in (pipeline.analyzers, pipeline.renderers):
+        deadline = time.monotonic() + 120
+        while not pool.ready and time.monotonic() < deadline:
+            pool.refresh(force=True)
+            time.sleep(0.1)
+        assert pool.ready
+        for worker in pool.ready:
+            assert ray.get(worker.__ray_call__.remote(_library_threads), timeout=60) == (1, 1)
+
+
 @ray.remote(num_cpus=0, max_restarts=0)  # no CPU: it never waits for the CPUs earlier tests' actors hold
 class _ShareReader:
     """A chunk worker whose node may lack the media share: there, opening the job's file fails."""
