@@ -760,7 +760,8 @@ LEVERS = [
      "Change scores work on 96x54 LAB levels, each frame's computed once (a frame's levels serve again as the "
      "next frame's predecessor). Camera motion is estimated only for a template whose motion is transferred "
      "(never for the colour-only job, never for the source), with 200 tracked corners and 15 px Lucas-Kanade "
-     "windows."),
+     "windows. OpenCV runs single-threaded inside the analysis tasks: its own worker threads competed with the "
+     "tasks for the same cores (the template's motion pass cost 2.0 CPU-s with them, 1.3 without)."),
     (("total:_find_and_load",), "Start-up",
      "librosa and scipy.signal are not imported at run time (their imports compile Numba code); the onset "
      "envelope, peak picking, resampling and loudness filter are stylecast's own, checked against librosa and "
