@@ -257,6 +257,11 @@ def main(argv=None) -> dict:
     results["decoded_typical_yuv_kernel_1_thread"] = time_it(
         lambda: render_frame_i420_yuv(i420, planes_a, aff_even, ylut, fade_rgb=(0.0, 0.0, 0.0), fade_amount=FADE,
                                       parallel=False), repeats)
+    # A render's camera moves and framing are scale + shift, no rotation: the kernel samples those separably.
+    aff_move = affine_for((OUT_W, OUT_H), (planes_a[0].shape[1], planes_a[0].shape[0]), scale=1.2, shift_x=12.0,
+                          shift_y=-6.0)
+    results["decoded_camera_move_yuv_kernel_1_thread"] = time_it(
+        lambda: render_frame_i420_yuv(i420, planes_a, aff_move, ylut, parallel=False), repeats)
     results["decoded_colour_only_rgb_path_1_thread"] = time_it(lambda: via_rgb(frame_same, unwarped), repeats)
     results["decoded_colour_only_yuv_kernel_1_thread"] = time_it(
         lambda: render_frame_i420_yuv(i420, planes_same, unwarped, ylut, parallel=False), repeats)
@@ -314,6 +319,7 @@ def main(argv=None) -> dict:
             ("colour-only -> I420: RGB + swscale", "colour_only_rgb_plus_swscale_1_thread"),
             ("decoded typical: swscale + RGB kernel", "decoded_typical_rgb_path_1_thread"),
             ("decoded typical: YUV kernel", "decoded_typical_yuv_kernel_1_thread"),
+            ("decoded camera move: YUV kernel", "decoded_camera_move_yuv_kernel_1_thread"),
             ("decoded colour-only: swscale + RGB", "decoded_colour_only_rgb_path_1_thread"),
             ("decoded colour-only: YUV kernel", "decoded_colour_only_yuv_kernel_1_thread")]
     for label, key in rows:

@@ -8,7 +8,10 @@ conversion, the RGB grade and the encoder's RGB -> YUV (BT.709, limited range) b
 output 2x2 block the kernel
 
 1. samples the four luma values (bilinear on the Y plane, or read directly when unwarped) and the block's
-   chroma once, at the block centre (bilinear on the half-resolution U and V planes),
+   chroma once, at the block centre (bilinear on the half-resolution U and V planes).  An axis-aligned warp
+   (scale and shift: the camera moves and framing of a render) is sampled separably: each tile's two source
+   rows are blended once per source column, then neighbouring columns are mixed at positions worked out once
+   per frame, which costs about half of four taps per sample,
 2. grades each luma value with a luma-only tetrahedral lookup ``LUT_Y(y, u, v)`` (4 gathers instead of 12),
 3. grades the block's chroma once, with ``LUT_CbCr(mean of the four y, u, v)``,
 4. dissolves and fades in YUV (both are linear, so this equals doing them in RGB), rounds, and writes I420.
@@ -68,6 +71,14 @@ _HALF_TILE = _TILE // 2
 _TILE_BYTES = 3 * _TILE
 _CHROMA_ITEMS = _TILE
 _LUMA_ITEMS = 2 * _TILE
+# One tile's source rows blended vertically (axis-aligned warps): luma in all of it, or U in the first half and V
+# in the second.  Room for source spans up to twice the tile, i.e. a downscale of up to 2x.
+_ROW_ITEMS = 2 * _TILE + 4
+_CHROMA_ROW_ITEMS = _ROW_ITEMS // 2
+
+# How a source is sampled (see _sampling): pixels read as they are; an axis-aligned warp (scale and shift, the
+# camera moves and framing of a render), separable; any other affine, four bilinear taps per sample.
+_DIRECT, _AXIS, _GENERAL = 0, 1, 2
 
 
 # --------------------------------------------------------------------------------------
@@ -274,6 +285,23 @@ def _bilinear_plane(plane, stride, width, height, sx, sy):
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
+def _blend_rows(buf, at, plane, row0, row1, lo, span, fy):
+    """``buf[at + j]`` = plane rows ``row0`` and ``row1`` (item offsets) mixed ``fy`` of the way, columns
+    ``lo .. lo + span - 1``: the vertical half of bilinear sampling, once per source column."""
+    for j in range(span):
+        p0 = np.float32(plane[_U(row0 + lo + j)])
+        buf[_U(at + j)] = _fma(fy, np.float32(plane[_U(row1 + lo + j)]) - p0, p0)
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
+def _row_pair(s, size):
+    """Rows (first, second) and the fraction between them for a vertical source position, border replicated."""
+    s = min(max(s, np.float32(0.0)), np.float32(size - 1))
+    first = np.int64(s)
+    return first, min(first + 1, size - 1), s - np.float32(first)
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def _to_u8(v):
     return np.uint8(np.int32(min(max(v, np.float32(0.0)), np.float32(255.0))))
 
@@ -289,14 +317,37 @@ def _grid(code, scale, offset, top):
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
-def _block_chroma(cuv, p, x0, nb, up, vp, cstride, cw, ch, aff, unwarped, scale, offset, top):
-    if unwarped:
+def _block_chroma(cuv, buf, p, x0, nb, up, vp, cstride, cw, ch, aff, mode, cols_i, cols_f, out_w,
+                  scale, offset, top):
+    if mode == _DIRECT:
         row = p * cstride + x0 // 2
         for i in range(nb):
             cuv[_U(i)] = _grid(np.float32(up[_U(row + i)]), scale, offset, top)
             cuv[_U(_HALF_TILE + i)] = _grid(np.float32(vp[_U(row + i)]), scale, offset, top)
         return
     half = np.float32(0.5)
+    if mode == _AXIS:
+        # One chroma row position for the row pair; the columns' positions come from the tables.
+        r0, r1, fy = _row_pair((_fma(aff[4], np.float32(2 * p) + half, aff[5]) - half) * half, ch)
+        half_w = out_w // 2
+        first, last = x0 // 2, x0 // 2 + nb - 1
+        left, right = 2 * out_w, 2 * out_w + half_w  # where the tables' chroma columns start
+        lo = min(cols_i[_U(left + first)], cols_i[_U(left + last)])
+        span = max(cols_i[_U(right + first)], cols_i[_U(right + last)]) - lo + 1
+        if span <= _CHROMA_ROW_ITEMS:
+            _blend_rows(buf, 0, up, r0 * cstride, r1 * cstride, lo, span, fy)
+            _blend_rows(buf, _CHROMA_ROW_ITEMS, vp, r0 * cstride, r1 * cstride, lo, span, fy)
+            for i in range(nb):
+                c = first + i
+                k0 = cols_i[_U(left + c)] - lo
+                k1 = cols_i[_U(right + c)] - lo
+                fx = cols_f[_U(out_w + c)]
+                a = buf[_U(k0)]
+                cuv[_U(i)] = _grid(_fma(fx, buf[_U(k1)] - a, a), scale, offset, top)
+                a = buf[_U(_CHROMA_ROW_ITEMS + k0)]
+                cuv[_U(_HALF_TILE + i)] = _grid(_fma(fx, buf[_U(_CHROMA_ROW_ITEMS + k1)] - a, a), scale, offset,
+                                                top)
+            return
     fy = np.float32(2 * p) + half  # block centre, in output luma pixels
     x_start = _fma(aff[1], fy, aff[2])
     y_start = _fma(aff[4], fy, aff[5])
@@ -310,13 +361,29 @@ def _block_chroma(cuv, p, x0, nb, up, vp, cstride, cw, ch, aff, unwarped, scale,
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
-def _luma_samples(ys, at, y, x0, count, yp, ystride, w, h, aff, unwarped, scale, offset, top):
+def _luma_samples(ys, buf, at, y, x0, count, yp, ystride, w, h, aff, mode, cols_i, cols_f, out_w,
+                  scale, offset, top):
     """Luma of output pixels ``x0 ..`` of row ``y``, in LUT grid units, into ``ys[at:]``."""
-    if unwarped:
+    if mode == _DIRECT:
         row = y * ystride + x0
         for x in range(count):
             ys[_U(at + x)] = _grid(np.float32(yp[_U(row + x)]), scale, offset, top)
         return
+    if mode == _AXIS:
+        # Separable: blend the two source rows once per source column (contiguous, vectorised), then mix
+        # neighbouring columns at each output pixel's position from the tables.
+        r0, r1, fy = _row_pair(_fma(aff[4], np.float32(y), aff[5]), h)
+        first, last = x0, x0 + count - 1
+        lo = min(cols_i[_U(first)], cols_i[_U(last)])
+        span = max(cols_i[_U(out_w + first)], cols_i[_U(out_w + last)]) - lo + 1
+        if span <= _ROW_ITEMS:
+            _blend_rows(buf, 0, yp, r0 * ystride, r1 * ystride, lo, span, fy)
+            for x in range(count):
+                c = x0 + x
+                a = buf[_U(cols_i[_U(c)] - lo)]
+                b = buf[_U(cols_i[_U(out_w + c)] - lo)]
+                ys[_U(at + x)] = _grid(_fma(cols_f[_U(c)], b - a, a), scale, offset, top)
+            return
     fy = np.float32(y)
     a00 = aff[0]
     a10 = aff[3]
@@ -330,7 +397,7 @@ def _luma_samples(ys, at, y, x0, count, yp, ystride, w, h, aff, unwarped, scale,
 
 @numba.njit(parallel=True, **_JIT_OPTIONS)
 def _render_yuv_one(out, out_h, out_w,
-                    yp, ystride, h, w, up, vp, cstride, aff, lut, n, unwarped, gy, oy, gc, oc,
+                    yp, ystride, h, w, up, vp, cstride, aff, lut, n, mode, cols_i, cols_f, gy, oy, gc, oc,
                     weight, add_y, add_u, add_v):
     """One source: ``out = weight * LUT(warp(src)) + add`` (YUV, add includes the +0.5 of the rounding)."""
     half_w = out_w // 2
@@ -344,12 +411,15 @@ def _render_yuv_one(out, out_h, out_w,
         tile = _stack_u8(_TILE_BYTES)
         cuv = _stack_f32(_CHROMA_ITEMS)
         ys = _stack_f32(_LUMA_ITEMS)
+        buf = _stack_f32(_ROW_ITEMS)
         for x0 in range(0, out_w, _TILE):
             count = min(_TILE, out_w - x0)
             nb = count // 2
-            _block_chroma(cuv, p, x0, nb, up, vp, cstride, cw, ch, aff, unwarped, gc, oc, top)
+            _block_chroma(cuv, buf, p, x0, nb, up, vp, cstride, cw, ch, aff, mode, cols_i, cols_f, out_w,
+                          gc, oc, top)
             for r in range(2):
-                _luma_samples(ys, r * _TILE, 2 * p + r, x0, count, yp, ystride, w, h, aff, unwarped, gy, oy, top)
+                _luma_samples(ys, buf, r * _TILE, 2 * p + r, x0, count, yp, ystride, w, h, aff, mode, cols_i,
+                              cols_f, out_w, gy, oy, top)
                 for x in range(count):
                     yv = _tetra_luma(lut, n, ys[_U(r * _TILE + x)], cuv[_U(x >> 1)], cuv[_U(_HALF_TILE + (x >> 1))])
                     tile[_U(x)] = _to_u8(_fma(weight, yv, add_y))
@@ -365,8 +435,10 @@ def _render_yuv_one(out, out_h, out_w,
 
 @numba.njit(parallel=True, **_JIT_OPTIONS)
 def _render_yuv_two(out, out_h, out_w,
-                    yp_a, ystride_a, ha, wa, up_a, vp_a, cstride_a, aff_a, lut_a, na, unwarped_a, gy_a, oy_a, gc_a, oc_a,
-                    yp_b, ystride_b, hb, wb, up_b, vp_b, cstride_b, aff_b, lut_b, nb_, unwarped_b, gy_b, oy_b, gc_b, oc_b,
+                    yp_a, ystride_a, ha, wa, up_a, vp_a, cstride_a, aff_a, lut_a, na, mode_a, cols_i_a, cols_f_a,
+                    gy_a, oy_a, gc_a, oc_a,
+                    yp_b, ystride_b, hb, wb, up_b, vp_b, cstride_b, aff_b, lut_b, nb_, mode_b, cols_i_b, cols_f_b,
+                    gy_b, oy_b, gc_b, oc_b,
                     weight_a, weight_b, add_y, add_u, add_v):
     """Two sources: ``out = wa * LUT_a(warp_a(a)) + wb * LUT_b(warp_b(b)) + add`` (YUV)."""
     half_w = out_w // 2
@@ -385,17 +457,20 @@ def _render_yuv_two(out, out_h, out_w,
         cuv_b = _stack_f32(_CHROMA_ITEMS)
         ys_a = _stack_f32(_LUMA_ITEMS)
         ys_b = _stack_f32(_LUMA_ITEMS)
+        buf = _stack_f32(_ROW_ITEMS)  # each sampling pass uses it only until it returns
         for x0 in range(0, out_w, _TILE):
             count = min(_TILE, out_w - x0)
             nb = count // 2
-            _block_chroma(cuv_a, p, x0, nb, up_a, vp_a, cstride_a, cwa, cha, aff_a, unwarped_a, gc_a, oc_a, top_a)
-            _block_chroma(cuv_b, p, x0, nb, up_b, vp_b, cstride_b, cwb, chb, aff_b, unwarped_b, gc_b, oc_b, top_b)
+            _block_chroma(cuv_a, buf, p, x0, nb, up_a, vp_a, cstride_a, cwa, cha, aff_a, mode_a, cols_i_a, cols_f_a,
+                          out_w, gc_a, oc_a, top_a)
+            _block_chroma(cuv_b, buf, p, x0, nb, up_b, vp_b, cstride_b, cwb, chb, aff_b, mode_b, cols_i_b, cols_f_b,
+                          out_w, gc_b, oc_b, top_b)
             for r in range(2):
                 at = r * _TILE
-                _luma_samples(ys_a, at, 2 * p + r, x0, count, yp_a, ystride_a, wa, ha, aff_a, unwarped_a,
-                              gy_a, oy_a, top_a)
-                _luma_samples(ys_b, at, 2 * p + r, x0, count, yp_b, ystride_b, wb, hb, aff_b, unwarped_b,
-                              gy_b, oy_b, top_b)
+                _luma_samples(ys_a, buf, at, 2 * p + r, x0, count, yp_a, ystride_a, wa, ha, aff_a, mode_a,
+                              cols_i_a, cols_f_a, out_w, gy_a, oy_a, top_a)
+                _luma_samples(ys_b, buf, at, 2 * p + r, x0, count, yp_b, ystride_b, wb, hb, aff_b, mode_b,
+                              cols_i_b, cols_f_b, out_w, gy_b, oy_b, top_b)
                 for x in range(count):
                     ya = _tetra_luma(lut_a, na, ys_a[_U(at + x)], cuv_a[_U(x >> 1)],
                                      cuv_a[_U(_HALF_TILE + (x >> 1))])
@@ -468,6 +543,32 @@ def _check_yuv_lut(name: str, lut) -> YuvLut:
 
 
 _IDENTITY = np.array([1.0, 0.0, 0.0, 0.0, 1.0, 0.0], np.float32)
+_NO_COLUMNS = (np.zeros(1, np.int32), np.zeros(1, np.float32))
+
+
+def _sampling(aff: np.ndarray, src_h: int, src_w: int, out_h: int, out_w: int) -> tuple:
+    """(mode, column tables) for sampling a ``src_h`` x ``src_w`` source through inverse affine ``aff``.
+
+    For an axis-aligned warp a source column depends only on the output column, so the horizontal positions
+    are worked out once per frame here: ``cols_i`` (int32) holds the left and right source columns of every
+    output luma column, then those of every chroma block column; ``cols_f`` (float32) the fractions between
+    them, luma then chroma.  Positions are clamped to the border, as the bilinear taps are.
+    """
+    if src_h == out_h and src_w == out_w and np.array_equal(aff, _IDENTITY):
+        return (_DIRECT,) + _NO_COLUMNS
+    if aff[1] != 0.0 or aff[3] != 0.0:
+        return (_GENERAL,) + _NO_COLUMNS
+    scale, shift = np.float32(aff[0]), np.float32(aff[2])
+    half = np.float32(0.5)
+    luma_x = np.arange(out_w, dtype=np.float32)
+    chroma_x = np.arange(out_w // 2, dtype=np.float32) * np.float32(2.0) + half  # block centres, luma pixels
+    luma = np.clip(scale * luma_x + shift, np.float32(0.0), np.float32(src_w - 1))
+    chroma = np.clip((scale * chroma_x + shift - half) * half, np.float32(0.0), np.float32((src_w + 1) // 2 - 1))
+    luma_left, chroma_left = luma.astype(np.int32), chroma.astype(np.int32)
+    cols_i = np.concatenate([luma_left, np.minimum(luma_left + 1, src_w - 1),
+                             chroma_left, np.minimum(chroma_left + 1, (src_w + 1) // 2 - 1)]).astype(np.int32)
+    cols_f = np.concatenate([luma - luma_left, chroma - chroma_left]).astype(np.float32)
+    return _AXIS, cols_i, cols_f
 
 
 def render_frame_i420_yuv(out: np.ndarray,
@@ -502,8 +603,9 @@ def render_frame_i420_yuv(out: np.ndarray,
     out_flat = out.reshape(-1)
 
     def source(args, aff, lut):
-        unwarped = args[2] == h and args[3] == w and bool(np.array_equal(aff, _IDENTITY))
-        return args + (aff, lut.table.reshape(-1), np.int64(lut.table.shape[0]), unwarped) + lut.grid()
+        mode, cols_i, cols_f = _sampling(aff, int(args[2]), int(args[3]), h, w)
+        return args + (aff, lut.table.reshape(-1), np.int64(lut.table.shape[0]), np.int64(mode), cols_i,
+                       cols_f) + lut.grid()
 
     if use_b:
         if src_b is None:
