@@ -324,6 +324,13 @@ def bench_e2e(cfg: dict, work: Path) -> dict:
                      "colour_only_vs_ffmpeg_transcode_graded": med["colour_only"] / med["ffmpeg_transcode_graded"],
                      "ffmpeg_transcode_graded_vs_ffmpeg_transcode": med["ffmpeg_transcode_graded"]
                      / med["ffmpeg_transcode"]}
+    # The same ratios within each round (runs side by side in time): how far the machine's noise moves them.
+    walls = {k: [r["wall_s"] for r in runs] for k, runs in groups.items()}
+    res["ratios_per_round"] = {
+        name: [a / b for a, b in zip(walls[top], walls[bottom])]
+        for name, top, bottom in (("colour_only_vs_ffmpeg_lut3d", "colour_only", "ffmpeg_lut3d"),
+                                  ("colour_only_vs_ffmpeg_transcode", "colour_only", "ffmpeg_transcode"),
+                                  ("full_style_vs_colour_only", "full_style", "colour_only"))}
     res["peak_rss_gib_all_jobs"] = max(r["peak_rss_bytes"] for r in res["runs"]) / GIB
     res["peak_rss_gib_stylecast_jobs"] = max(r["peak_rss_bytes"] for k in ("colour_only", "full_style")
                                              for r in groups[k]) / GIB
@@ -640,6 +647,8 @@ def report(results: dict, chart_files: dict[str, str], chart_rel: str) -> str:
             L.append(f"| {job} | {w['median']:.2f} | {w['min']:.2f} | {w['max']:.2f} | {w['n']} | "
                      f"{_fmt(cpu)} | {e[job]['peak_rss_mib']['max']:.0f} | "
                      f"{_fmt(size_mib / 2**20 if size_mib else None)} |")
+        if _round_spread(e):
+            L += ["", _round_spread(e)]
         L += ["", "Commands:", ""] + [f"- {k}: `{c}`" for k, c in e["commands"].items()] + [""]
         L += ["Per-stage seconds (engine `stage_seconds`, median) and throughput (frames / stage second):", "",
               "| stage | colour-only s | colour-only fps | full style s | full style fps |", "|---|---|---|---|---|"]
@@ -779,6 +788,20 @@ LEVERS = [
      "importing scipy's `optimize` (the plan) and `ndimage` (motion smoothing, the audio limiter) happen on a "
      "helper thread while the analysis runs, instead of there."),
 ]
+
+
+def _round_spread(e: dict) -> str:
+    """One sentence: each ratio measured within each round (its runs side by side), against the ratio of medians."""
+    per = e.get("ratios_per_round") or {}
+    labels = {"colour_only_vs_ffmpeg_lut3d": "colour-only / lut3d",
+              "colour_only_vs_ffmpeg_transcode": "colour-only / floor",
+              "full_style_vs_colour_only": "full style / colour-only"}
+    parts = [f"{label} {', '.join(f'{v:.2f}' for v in per[name])} (median {statistics.median(per[name]):.2f})"
+             for name, label in labels.items() if per.get(name)]
+    if not parts:
+        return ""
+    return ("The same ratios within each round, runs side by side (the targets use the ratio of the medians): "
+            + "; ".join(parts) + ".")
 
 
 def _levers(b: dict) -> list[str]:
@@ -924,6 +947,9 @@ def readme_blocks(results: dict, quick: dict | None) -> dict[str, str]:
         st_c, st_f = e["colour_only"]["stage_seconds_median"], e["full_style"]["stage_seconds_median"]
         L += ["", f"Per stage (colour-only / full): analysis of both videos {st_c['analysis']:.1f} / "
               f"{st_f['analysis']:.1f} s, plan + render {st_c['plan_and_render']:.1f} / {st_f['plan_and_render']:.1f} s."]
+        spread = _round_spread(e)
+        if spread:
+            L += ["", spread]
     if "fused_1_thread" in k:
         L += ["", "**Render kernel** (`python bench/bench_kernels.py`, 1080p frames, 1 thread, best of the run):", "",
               "| work per 1920×1080 frame | fused kernel ms | alternative ms | ratio |", "|---|---|---|---|"]
