@@ -262,6 +262,10 @@ def main(argv=None) -> dict:
                           shift_y=-6.0)
     results["decoded_camera_move_yuv_kernel_1_thread"] = time_it(
         lambda: render_frame_i420_yuv(i420, planes_a, aff_move, ylut, parallel=False), repeats)
+    aff_move_sheared = np.array(aff_move, np.float64)
+    aff_move_sheared[0, 1] = 1e-30  # the same warp, but not axis-aligned: the four-tap path
+    results["decoded_camera_move_four_tap_1_thread"] = time_it(
+        lambda: render_frame_i420_yuv(i420, planes_a, aff_move_sheared, ylut, parallel=False), repeats)
     results["decoded_colour_only_rgb_path_1_thread"] = time_it(lambda: via_rgb(frame_same, unwarped), repeats)
     results["decoded_colour_only_yuv_kernel_1_thread"] = time_it(
         lambda: render_frame_i420_yuv(i420, planes_same, unwarped, ylut, parallel=False), repeats)
@@ -320,6 +324,7 @@ def main(argv=None) -> dict:
             ("decoded typical: swscale + RGB kernel", "decoded_typical_rgb_path_1_thread"),
             ("decoded typical: YUV kernel", "decoded_typical_yuv_kernel_1_thread"),
             ("decoded camera move: YUV kernel", "decoded_camera_move_yuv_kernel_1_thread"),
+            ("decoded camera move: four-tap path", "decoded_camera_move_four_tap_1_thread"),
             ("decoded colour-only: swscale + RGB", "decoded_colour_only_rgb_path_1_thread"),
             ("decoded colour-only: YUV kernel", "decoded_colour_only_yuv_kernel_1_thread")]
     for label, key in rows:

@@ -692,6 +692,8 @@ def report(results: dict, chart_files: dict[str, str], chart_rel: str) -> str:
                             "decoded_typical_yuv_kernel_1_thread"),
                            ("decoded camera-move frame (zoom + pan, no rotation): YUV kernel, 1 thread",
                             "decoded_camera_move_yuv_kernel_1_thread"),
+                           ("decoded camera-move frame: the same warp on the four-tap path, 1 thread",
+                            "decoded_camera_move_four_tap_1_thread"),
                            ("decoded colour-only frame: swscale to RGB + RGB kernel, 1 thread",
                             "decoded_colour_only_rgb_path_1_thread"),
                            ("decoded colour-only frame: YUV kernel (the render), 1 thread",
@@ -958,7 +960,9 @@ def readme_blocks(results: dict, quick: dict | None) -> dict[str, str]:
                 ("decoded typical frame: YUV kernel vs swscale to RGB + RGB kernel", "decoded_typical_yuv_kernel_1_thread",
                  "decoded_typical_rgb_path_1_thread"),
                 ("decoded colour-only frame: the same", "decoded_colour_only_yuv_kernel_1_thread",
-                 "decoded_colour_only_rgb_path_1_thread"))
+                 "decoded_colour_only_rgb_path_1_thread"),
+                ("decoded camera-move frame (zoom + pan): separable sampling vs four bilinear taps",
+                 "decoded_camera_move_yuv_kernel_1_thread", "decoded_camera_move_four_tap_1_thread"))
         for label, fast, slow in rows:
             if fast in k and slow in k:
                 L.append(f"| {label} | {k[fast]['best_ms']:.1f} | {k[slow]['best_ms']:.1f} | "
