@@ -50,6 +50,22 @@ class ServerUnreachable(ApiError):
         self.url = url
 
 
+class _CallbackFailed(Exception):
+    """An exception raised by the caller's own progress callback, carried out past the SDK's handlers of
+    read, write and transport errors (an OSError from the callback is not the file's) and re-raised as is."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+def _report(progress: BytesProgress, done: int, total: int) -> None:
+    try:
+        progress(done, total)
+    except Exception as exc:  # noqa: BLE001 - the caller's own error, re-raised unchanged by the caller of this
+        raise _CallbackFailed(exc) from exc
+
+
 def _restarting(exc: ApiError) -> bool:
     """An answer a restarting server gives: no connection, a gateway error, or a 404 that is not the API's
     (the API's own errors come in its envelope with a code; the proxy's say only ``http_error``)."""
@@ -157,9 +173,9 @@ class Client:
                     yield chunk
                     sent += len(chunk)
                     if progress is not None:
-                        progress(sent, size)
+                        _report(progress, sent, size)
             if progress is not None and size == 0:
-                progress(0, 0)
+                _report(progress, 0, 0)
             yield tail
 
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}",
@@ -168,6 +184,8 @@ class Client:
             headers["Idempotency-Key"] = idempotency_key
         try:
             return self._data("POST", f"{API}/videos", content=body(), headers=headers)
+        except _CallbackFailed as exc:
+            raise exc.error from exc.error.__cause__
         except OSError as exc:  # reading the file while it streams (the request itself fails as ApiError)
             raise StylecastError(f"{path}: cannot read: {exc.strerror or exc}") from None
 
@@ -260,6 +278,8 @@ class Client:
         check_replaceable(out)
         try:
             return self._download_to(job_id, out, progress)
+        except _CallbackFailed as exc:
+            raise exc.error from exc.error.__cause__
         except OSError as exc:  # the local side: a folder that cannot be made, a full disk, no permission
             raise StylecastError(f"{out}: cannot write the download: {exc.strerror or exc}") from None
 
@@ -276,7 +296,7 @@ class Client:
                         fh.write(chunk)
                         done += len(chunk)
                         if progress is not None:
-                            progress(done, total)
+                            _report(progress, done, total)
             except httpx.TransportError as exc:
                 raise self._transport_error(exc) from None
             if total and done != total:

@@ -238,6 +238,23 @@ def test_sdk_upload_reports_bytes_and_errors_carry_the_envelope(client, clips):
     assert e.value.status == 0 and "unreachable" in str(e.value)
 
 
+def test_an_error_from_the_callers_progress_callback_comes_out_unchanged(client, clips, completed_job, tmp_path):
+    # An OSError raised by the callback (say, printing to a closed pipe) is the caller's, not a read or write
+    # error of the file: it is not wrapped, and a download still leaves nothing behind.
+    broken = BrokenPipeError(32, "the progress display went away")
+
+    def report(done, total):
+        raise broken
+
+    with pytest.raises(BrokenPipeError) as e:
+        client.upload(clips[0], progress=report)
+    assert e.value is broken
+    out = tmp_path / "out.mp4"
+    with pytest.raises(BrokenPipeError) as e:
+        client.download(completed_job["job_id"], out, progress=report)
+    assert e.value is broken and list(tmp_path.iterdir()) == []
+
+
 def test_options_payload_keeps_nested_changes_and_makes_numpy_values_plain():
     from stylecast.errors import OptionsError
     from stylecast.options import options_payload
