@@ -259,17 +259,22 @@ def _pair(plane, at, last):
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
+def _row_pair(s, size):
+    """Rows (first, second) and the fraction between them for a vertical source position, border replicated."""
+    s = min(max(s, np.float32(0.0)), np.float32(size - 1))
+    first = np.int64(s)
+    return first, min(first + 1, size - 1), s - np.float32(first)
+
+
+@numba.njit(inline="always", **_JIT_OPTIONS)
 def _bilinear_plane(plane, stride, width, height, sx, sy):
     """Bilinear sample (border replicate) of one uint8 plane (flat, ``stride`` items per row, at least 4
     items); float32 0..255.  Clamping the position to the pixel centres of the border is the same as
     replicating the border, and leaves x0 + 1 as the only tap that may lie outside a row (weight 0)."""
     sx = min(max(sx, np.float32(0.0)), np.float32(width - 1))
-    sy = min(max(sy, np.float32(0.0)), np.float32(height - 1))
     x0 = np.int64(sx)
-    y0 = np.int64(sy)
     fx = sx - np.float32(x0)
-    fy = sy - np.float32(y0)
-    y1 = min(y0 + 1, height - 1)
+    y0, y1, fy = _row_pair(sy, height)
     last = plane.size - 4
     top_pair = _pair(plane, y0 * stride + x0, last)
     bottom_pair = _pair(plane, y1 * stride + x0, last)
@@ -291,14 +296,6 @@ def _blend_rows(buf, at, plane, row0, row1, lo, span, fy):
     for j in range(span):
         p0 = np.float32(plane[_U(row0 + lo + j)])
         buf[_U(at + j)] = _fma(fy, np.float32(plane[_U(row1 + lo + j)]) - p0, p0)
-
-
-@numba.njit(inline="always", **_JIT_OPTIONS)
-def _row_pair(s, size):
-    """Rows (first, second) and the fraction between them for a vertical source position, border replicated."""
-    s = min(max(s, np.float32(0.0)), np.float32(size - 1))
-    first = np.int64(s)
-    return first, min(first + 1, size - 1), s - np.float32(first)
 
 
 @numba.njit(inline="always", **_JIT_OPTIONS)
