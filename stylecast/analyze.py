@@ -264,7 +264,13 @@ class AnalysisJob:
         return finish_analysis(self.info, track, motion, audio, reason, motion_analysed=self.motion)
 
 
-# Cost of an audio task in the units of a video range's (frames x pixels): about that of 10 s of 640x360.
+# Task costs for the scheduler, in decoded-pixel equivalents (about 2.2 ns each here).  Per frame a range also
+# pays for its work at analysis size, whatever the source's size (~2 ms: as much as decoding ~1 Mpx), and,
+# when camera motion is estimated, for tracking it (~4.3 ms).  Without these, a small template's ranges looked
+# cheap beside an audio task and ran last, their motion leaving a core idle at the end.
+_FRAME_COST = 1_000_000
+_MOTION_FRAME_COST = 2_000_000
+# An audio task: about that of 10 s of 640x360 frames' decoding.
 _AUDIO_TASK_COST = 10 * 30 * 640 * 360
 
 
@@ -294,8 +300,9 @@ def analyze_files(
         spans.append((len(tasks), len(tasks) + len(video)))
         tasks += video
         owner += [j] * len(video)
-        pixels = job.info.display_width * job.info.display_height
-        costs += [((t1 if t1 is not None else job.info.duration_s) - t0) * job.info.fps * pixels
+        per_frame = (job.info.display_width * job.info.display_height + _FRAME_COST
+                     + (_MOTION_FRAME_COST if job.motion else 0))
+        costs += [((t1 if t1 is not None else job.info.duration_s) - t0) * job.info.fps * per_frame
                   for t0, t1 in job.ranges]
     results: list = [None] * len(tasks)
     left = [1 + b - a for a, b in spans]  # tasks of each job still running or queued

@@ -118,3 +118,26 @@ print("OK")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "OK", result.stdout
+
+
+def test_the_schedule_counts_per_frame_and_motion_work(source_clip, template_clip, monkeypatch):
+    # Longest first: a video range's cost is not only its decoded pixels.  Each frame is also analysed at
+    # analysis size, and a template's frames are tracked for camera motion; counted by pixels alone, these
+    # small clips' ranges looked cheaper than an audio task and ran last, the motion leaving a core idle.
+    started: list[str] = []
+
+    def counted(kind, task):
+        def run(stop):
+            started.append(kind)
+            return task(stop)
+        return run
+
+    real_video, real_audio = AnalysisJob.video_tasks, AnalysisJob.audio_task
+    monkeypatch.setattr(AnalysisJob, "video_tasks",
+                        lambda self: [counted(f"video:{self.motion}", t) for t in real_video(self)])
+    monkeypatch.setattr(AnalysisJob, "audio_task", lambda self: counted("audio", real_audio(self)))
+    jobs = [AnalysisJob.plan(template_clip.path, parts=2, motion=True),
+            AnalysisJob.plan(source_clip.path, parts=2, motion=False)]
+    analyze_files(jobs, workers=2)
+    assert sorted(started) == ["audio", "audio", "video:False", "video:False", "video:True", "video:True"]
+    assert started.index("audio") > max(i for i, kind in enumerate(started) if kind.startswith("video"))
