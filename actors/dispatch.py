@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
@@ -214,7 +214,6 @@ def run_chunks(
     in_flight: dict = {}  # ref -> (actor, key, submit)
     started: dict = {}  # ref -> when it was submitted
     durations: list[float] = []  # of the chunks that finished
-    rerun: set = set()  # keys given to a second worker as stragglers
     with pool._lock:
         pool.start_errors.clear()  # an earlier job's start-up failures say nothing about this one
     pool.refresh(force=True)  # first: it drops the actors of nodes that have gone
@@ -264,7 +263,7 @@ def run_chunks(
             ref = submit(actor)
             in_flight[ref], started[ref] = (actor, key, submit), time.monotonic()
         if idle and not pending and len(durations) >= 3:
-            _rerun_stragglers(pool, in_flight, started, idle, rerun, float(sorted(durations)[len(durations) // 2]))
+            _rerun_stragglers(pool, in_flight, started, idle, float(sorted(durations)[len(durations) // 2]))
         if not in_flight:
             if unreadable and not readable_workers_left():
                 fail_unreadable(next(iter(unreadable.values())))
@@ -305,15 +304,12 @@ def run_chunks(
                           "its workers are left out of the job: does it mount the media share?", file=sys.stderr)
                     if not readable_workers_left():
                         fail_unreadable(cause)
-                    if twin:
-                        rerun.discard(key)  # the straggler's copy failed: it may be given another
-                    else:
+                    if not twin:  # else the other copy answers for the chunk (and this one may be re-run again)
                         pending.appendleft((key, submit))
                     continue
                 if isinstance(cause, _LOST):
                     # The stage itself lost a peer actor (a node went away): retry like a lost worker.
                     if twin:
-                        rerun.discard(key)
                         idle.append(actor)
                         continue
                     attempts[key] = attempts.get(key, 0) + 1
@@ -331,7 +327,6 @@ def run_chunks(
                 # back to an idle one of them and uses up another of its attempts.
                 idle.extend(pool.refresh(force=True))
                 if twin:
-                    rerun.discard(key)
                     continue
                 attempts[key] = attempts.get(key, 0) + 1
                 if attempts[key] >= MAX_ATTEMPTS:
@@ -354,21 +349,22 @@ def run_chunks(
     return results
 
 
-def _rerun_stragglers(pool: ActorPool, in_flight: dict, started: dict, idle: list, rerun: set,
-                      median_s: float) -> None:
-    """Give chunks that run far longer than the median a second worker (see STRAGGLER_FACTOR)."""
+def _rerun_stragglers(pool: ActorPool, in_flight: dict, started: dict, idle: list, median_s: float) -> None:
+    """Give chunks that run far longer than the median a second worker (see STRAGGLER_FACTOR); a chunk that
+    already runs twice gets no third."""
     limit = max(STRAGGLER_MIN_S, STRAGGLER_FACTOR * median_s)
     now = time.monotonic()
+    copies = Counter(key for _, key, _ in in_flight.values())
     for ref, (actor, key, submit) in list(in_flight.items()):
         if not idle:
             return
-        if key in rerun or now - started[ref] <= limit:
+        if copies[key] > 1 or now - started[ref] <= limit:
             continue
         node = pool.node(actor)
         # Another node's worker if there is one: a hung mount would hang this node's other workers too.
         spare = next((a for a in idle if pool.node(a) != node), idle[0])
         idle.remove(spare)
-        rerun.add(key)
+        copies[key] += 1
         print(f"stylecast: chunk {key} has run {now - started[ref]:.0f} s, the others took {median_s:.1f} s; "
               f"running it again on another worker (node {_node_ip(node)} may be stuck)", file=sys.stderr)
         copy = submit(spare)

@@ -647,8 +647,9 @@ def report(results: dict, chart_files: dict[str, str], chart_rel: str) -> str:
             L.append(f"| {job} | {w['median']:.2f} | {w['min']:.2f} | {w['max']:.2f} | {w['n']} | "
                      f"{_fmt(cpu)} | {e[job]['peak_rss_mib']['max']:.0f} | "
                      f"{_fmt(size_mib / 2**20 if size_mib else None)} |")
-        if _round_spread(e):
-            L += ["", _round_spread(e)]
+        spread = _round_spread(e)
+        if spread:
+            L += ["", spread]
         L += ["", "Commands:", ""] + [f"- {k}: `{c}`" for k, c in e["commands"].items()] + [""]
         L += ["Per-stage seconds (engine `stage_seconds`, median) and throughput (frames / stage second):", "",
               "| stage | colour-only s | colour-only fps | full style s | full style fps |", "|---|---|---|---|---|"]

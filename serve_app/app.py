@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serve_app.config import ServiceConfig
 from serve_app.models import TERMINAL, Envelope, VideoResponse, utcnow
-from stylecast.errors import ApiError
+from stylecast.errors import ApiError, validation_errors
 
 API = "/api/v1"
 _CHUNK = 1024 * 1024
@@ -83,13 +83,6 @@ def err(status: int, code: str, message: str, detail=None, headers: dict | None 
     return JSONResponse(body, status_code=status, headers=headers or None)
 
 
-def _errors(exc) -> list:
-    out = []
-    for e in exc.errors():
-        out.append({"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")})
-    return out
-
-
 @app.exception_handler(ApiError)
 async def _api_error(request: Request, exc: ApiError):
     return err(exc.status, exc.code, exc.message, exc.detail, exc.headers)
@@ -97,7 +90,7 @@ async def _api_error(request: Request, exc: ApiError):
 
 @app.exception_handler(RequestValidationError)
 async def _validation_error(request: Request, exc: RequestValidationError):
-    errors = _errors(exc)
+    errors = validation_errors(exc)
     if any(e["type"] == "json_invalid" for e in errors):
         return err(400, "malformed_json", "the request body is not valid JSON", errors)
     return err(422, "validation_error", "; ".join(f"{'.'.join(e['loc'][1:]) or e['loc'][0]}: {e['msg']}"

@@ -41,8 +41,7 @@ class ApiError(StylecastError):
     @classmethod
     def from_validation(cls, exc) -> ApiError:
         """A pydantic ValidationError as the API's 422 ``validation_error``: each error's location and message."""
-        errors = [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
-                  for e in exc.errors()]
+        errors = validation_errors(exc)
         return cls(422, "validation_error", "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors), errors)
 
     def __reduce__(self):
@@ -50,6 +49,12 @@ class ApiError(StylecastError):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(status={self.status}, code={self.code!r}, message={self.message!r})"
+
+
+def validation_errors(exc) -> list[dict]:
+    """A pydantic (or FastAPI request) validation error's errors as the API's ``detail``: location, message, type."""
+    return [{"loc": [str(x) for x in e.get("loc", ())], "msg": e.get("msg"), "type": e.get("type")}
+            for e in exc.errors()]
 
 
 def error_code(exc: StylecastError) -> str:
