@@ -83,15 +83,30 @@ def _node_ip(node_id: str | None) -> str:
     return str(node_id)
 
 
-def live_cpus(nodes: list[dict] | None = None) -> float:
+def draining_nodes() -> set[str]:
+    """Ids of the nodes being drained: an admin's `ray drain-node`, or the autoscaler retiring an idle or
+    preempted node.  Such a node is still alive and its actors still answer, but Ray starts nothing new there
+    and stops it at its deadline.  Empty where the GCS cannot say (a Ray client connection, an old Ray)."""
+    try:
+        gcs = ray._private.worker.global_worker.gcs_client
+        return set(gcs.get_draining_nodes(timeout=5))
+    except Exception:  # noqa: BLE001 - without the answer every node counts as staying
+        return set()
+
+
+def live_cpus(nodes: list[dict] | None = None, draining: set[str] = frozenset()) -> float:
+    """CPUs of the live nodes that are not being drained."""
     nodes = ray.nodes() if nodes is None else nodes
-    return sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes if n.get("Alive"))
+    return sum(float(n.get("Resources", {}).get("CPU", 0.0)) for n in nodes
+               if n.get("Alive") and n.get("NodeID") not in draining)
 
 
 @dataclass
 class ActorPool:
     """Chunk-worker actors of one class, one per live CPU, spread over nodes.
 
+    A worker on a node that is being drained leaves ``ready`` (it takes no new chunk) and is killed once the
+    chunks already queued on it have run, so the drain completes without waiting for its deadline.
     Safe to share between jobs running in threads (the JobManager's): every change is under one lock.
     """
 
@@ -102,6 +117,8 @@ class ActorPool:
     starting: dict = field(default_factory=dict)  # ping ref -> actor
     node_of: dict = field(default_factory=dict)  # actor id -> node id
     start_errors: list = field(default_factory=list)  # why workers failed to start, since one last did
+    draining: set = field(default_factory=set)  # ids of the nodes being drained, as of the last refresh
+    retiring: dict = field(default_factory=dict)  # ping ref -> worker of a draining node, to kill when it answers
     _last_refresh: float = 0.0
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -109,16 +126,21 @@ class ActorPool:
         """The id of the node ``actor`` runs on (None before it has started)."""
         return self.node_of.get(actor._actor_id.hex())
 
+    def _kind(self) -> str:
+        cls = getattr(self.actor_cls, "__ray_metadata__", None)
+        return getattr(cls, "class_name", None) or getattr(self.actor_cls, "__name__", "stylecast")
+
     def worker_cpus(self) -> float:
         return float(getattr(self.actor_cls, "_default_options", {}).get("num_cpus", 1.0) or 0.0)
 
     def can_ever_start(self) -> bool:
         """Whether some live node has the CPUs one worker asks for (free or not)."""
         need = self.worker_cpus()
-        return any(n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0.0)) >= need for n in ray.nodes())
+        return any(n.get("Alive") and n.get("NodeID") not in self.draining
+                   and float(n.get("Resources", {}).get("CPU", 0.0)) >= need for n in ray.nodes())
 
     def target(self, nodes: list[dict] | None = None) -> int:
-        n = max(1, int(live_cpus(nodes) * self.per_cpu + 1e-9))
+        n = max(1, int(live_cpus(nodes, self.draining) * self.per_cpu + 1e-9))
         return min(n, self.max_size) if self.max_size else n
 
     def refresh(self, force: bool = False) -> list:
@@ -134,6 +156,13 @@ class ActorPool:
                 # chunks only to lose them, and would hold the places of workers on the nodes that replaced it.
                 for actor in [a for a in self.ready if self.node(a) not in alive]:
                     self.discard(actor)
+                draining = draining_nodes() & alive
+                for node in draining - self.draining:
+                    print(f"stylecast: node {_node_ip(node)} is being drained: its {self._kind()} workers take no "
+                          "new chunks and stop once the chunks queued on them are done", file=sys.stderr)
+                self.draining = draining
+                for actor in [a for a in self.ready if self.node(a) in self.draining]:
+                    self._retire(actor)
                 if force:  # a job starts: also drop workers whose process died since (a dead actor answers at once)
                     self._drop_dead()
                 missing = self.target(nodes) - len(self.ready) - len(self.starting)
@@ -157,9 +186,23 @@ class ActorPool:
                         continue
                     self.start_errors.clear()
                     self.node_of[actor._actor_id.hex()] = node
+                    if node in self.draining:  # started there just before the drain began
+                        self._retire(actor)
+                        continue
                     self.ready.append(actor)
                     fresh.append(actor)
+            if self.retiring:
+                done, _ = ray.wait(list(self.retiring), num_returns=len(self.retiring), timeout=0)
+                for ref in done:
+                    self.discard(self.retiring.pop(ref))
             return fresh
+
+    def _retire(self, actor) -> None:
+        """Take a worker of a draining node out of service: no new chunks, killed when it has run the ones
+        queued on it (an actor runs its calls in order, so a ping sent now answers after them)."""
+        if actor in self.ready:
+            self.ready.remove(actor)
+        self.retiring[actor.ping.remote()] = actor
 
     def _drop_dead(self, timeout_s: float = 0.2) -> None:
         """Drop workers whose process has died: a dead actor's ping fails at once, so a short wait suffices
@@ -186,9 +229,10 @@ class ActorPool:
 
     def shutdown(self) -> None:
         with self._lock:
-            actors = list(self.ready) + list(self.starting.values())
+            actors = list(self.ready) + list(self.starting.values()) + list(self.retiring.values())
             self.ready.clear()
             self.starting.clear()
+            self.retiring.clear()
             self.node_of.clear()
         for actor in actors:
             try:

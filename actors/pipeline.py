@@ -54,9 +54,11 @@ class Pipeline:
         self.renderers = ActorPool(Renderer, per_cpu=1.0)
         here = ray.get_runtime_context().get_node_id()
         local = self._local = NodeAffinitySchedulingStrategy(node_id=here, soft=False)
-        self.audio = AudioAnalyzer.remote()
-        self.extractor = StyleExtractor.remote()
-        self.applier = StyleApplier.remote()
+        # The job's single small actors live on this node, beside the joiner: worker nodes then hold chunk
+        # workers only, which the pools stop when a node is drained, so a drained node soon stands idle.
+        self.audio = AudioAnalyzer.options(scheduling_strategy=local).remote()
+        self.extractor = StyleExtractor.options(scheduling_strategy=local).remote()
+        self.applier = StyleApplier.options(scheduling_strategy=local).remote()
         # The joiner writes the output file, so it lives where the caller can read it; if its process dies it
         # is restarted there and the join re-run (a join only reads segments and writes one temporary file).
         self.joiner = Renderer.options(num_cpus=0, scheduling_strategy=local, max_restarts=-1,

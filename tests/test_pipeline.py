@@ -196,6 +196,55 @@ def test_a_node_replaced_while_idle_gets_the_next_jobs_chunks(cluster, pipeline,
     assert workers[0].node_id in used
 
 
+def test_a_draining_node_gets_no_chunks_and_its_workers_stop(cluster, pipeline, source_clip, template_clip,
+                                                              tmp_path, capfd):
+    """An admin drains a node (`ray drain-node`, as the autoscaler does): it stays alive until its deadline,
+    but the next job's chunks go elsewhere, and the pools' workers there stop so the drain can finish."""
+    from ray.core.generated import autoscaler_pb2
+
+    c, workers = cluster
+    short = Options.model_validate({"max_duration_s": 2.0})
+    pipeline.run(source_clip.path, template_clip.path, tmp_path / "before.mp4", short, chunk_seconds=1.0)
+    leaving = workers[1]
+    pools = (pipeline.analyzers, pipeline.renderers)
+    on_leaving = [a for pool in pools for a in pool.ready if pool.node(a) == leaving.node_id]
+    assert on_leaving, "the pools should have workers on both nodes after a job"
+    gcs = ray._private.worker.global_worker.gcs_client
+    accepted, why = gcs.drain_node(leaving.node_id,
+                                   autoscaler_pb2.DrainNodeReason.Value("DRAIN_NODE_REASON_PREEMPTION"),
+                                   "stylecast test", int(time.time() * 1000) + 600_000)
+    assert accepted, why
+    try:
+        result = pipeline.run(source_clip.path, template_clip.path, tmp_path / "during.mp4", short,
+                              chunk_seconds=1.0)
+        assert result.output.exists()
+        used = set(result.chunk_nodes["video_analysis"]) | set(result.chunk_nodes["rendering"])
+        assert used == {workers[0].node_id}
+        ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == leaving.node_id)
+        assert f"node {ip} is being drained" in capfd.readouterr().err
+        # The workers that were there are stopped (not only left idle, which would hold the drain up).
+        deadline = time.monotonic() + 60
+        for actor in on_leaving:
+            while True:
+                for pool in pools:
+                    pool.refresh(force=True)
+                try:
+                    ray.get(actor.ping.remote(), timeout=10)
+                except ray.exceptions.RayActorError:
+                    break
+                assert time.monotonic() < deadline, "a worker on the draining node kept running"
+                time.sleep(0.2)
+        assert all(pool.node(a) != leaving.node_id for pool in pools for a in pool.ready)
+        # With nothing of stylecast left there, Ray completes the drain and stops the node itself.
+        while any(n["Alive"] for n in ray.nodes() if n["NodeID"] == leaving.node_id):
+            assert time.monotonic() < deadline, "the drained node kept running: something of stylecast is still there"
+            time.sleep(0.2)
+    finally:  # the node leaves for good; a fresh one takes its place for the next tests
+        c.remove_node(leaving, allow_graceful=False)
+        workers[1] = c.add_node(num_cpus=1, object_store_memory=STORE)
+        c.wait_for_nodes()
+
+
 def test_a_crashed_joiner_is_restarted_for_the_next_job(pipeline, source_clip, template_clip, tmp_path):
     ray.kill(pipeline.joiner, no_restart=False)  # as if its process had died
     result = pipeline.run(source_clip.path, template_clip.path, tmp_path / "o.mp4",
