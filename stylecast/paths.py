@@ -8,7 +8,9 @@ import contextlib
 import os
 import stat
 import tempfile
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -54,20 +56,46 @@ def check_output_path(path: str | Path, others: Sequence[str | Path] = (), suffi
     return out
 
 
+# Folders that outputs of this process are being written into, and how many: a failed output removes the
+# folders it made only when no other output of this process (another download thread) is using them.
+_FOLDERS_IN_USE: Counter = Counter()
+_FOLDERS_LOCK = threading.Lock()
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; return the ones this call made, deepest first.  A folder
+    another process or thread made in the meantime is not counted as made here."""
+    missing = []
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    made = []
+    for folder in reversed(missing):
+        try:
+            folder.mkdir()
+            made.append(folder)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+    return made[::-1]
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
     Nothing half-written is ever left at ``path``: on any error (or cancellation) the temporary is removed, and
-    so are the folders that were made for it.
+    so are the folders that were made for it, unless another output is being written into them.
     """
     path = Path(path)
-    made = []  # missing folders above path, deepest first
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        made.append(folder)
-        folder = folder.parent
-    path.parent.mkdir(parents=True, exist_ok=True)
+    using = [path.parent, *path.parent.parents]
+    with _FOLDERS_LOCK:  # counted before any folder is made, so a failing output never removes one in use
+        _FOLDERS_IN_USE.update(using)
+        try:
+            made = _make_folders(path.parent)
+        except BaseException:
+            _FOLDERS_IN_USE.subtract(using)
+            raise
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     done = False
     try:
@@ -78,7 +106,14 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        if not done:
-            for folder in made:
-                with contextlib.suppress(OSError):  # not empty any more (someone else's file): it stays
-                    folder.rmdir()
+        with _FOLDERS_LOCK:
+            _FOLDERS_IN_USE.subtract(using)
+            for folder in using:
+                if _FOLDERS_IN_USE[folder] <= 0:
+                    del _FOLDERS_IN_USE[folder]
+            if not done:
+                for folder in made:
+                    if _FOLDERS_IN_USE.get(folder, 0) > 0:
+                        break  # another output of this process is being written under it
+                    with contextlib.suppress(OSError):  # not empty (someone else's file): it stays
+                        folder.rmdir()
