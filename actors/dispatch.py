@@ -119,6 +119,7 @@ class ActorPool:
     start_errors: list = field(default_factory=list)  # why workers failed to start, since one last did
     draining: set = field(default_factory=set)  # ids of the nodes being drained, as of the last refresh
     retiring: dict = field(default_factory=dict)  # ping ref -> worker of a draining node, to kill when it answers
+    stopped: dict = field(default_factory=dict)  # ids of the live workers stopped on purpose (an ordered set)
     _last_refresh: float = 0.0
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -194,7 +195,7 @@ class ActorPool:
             if self.retiring:
                 done, _ = ray.wait(list(self.retiring), num_returns=len(self.retiring), timeout=0)
                 for ref in done:
-                    self.discard(self.retiring.pop(ref))
+                    self.stop(self.retiring.pop(ref))
             return fresh
 
     def _retire(self, actor) -> None:
@@ -226,6 +227,18 @@ class ActorPool:
             ray.kill(actor, no_restart=True)
         except Exception:  # noqa: BLE001 - already gone
             pass
+
+    def stop(self, actor) -> None:
+        """Kill a live worker on purpose (stuck, or its node drained).  Chunks that other jobs had queued on it
+        then fail for want of a worker: `stopped_on_purpose` tells them not to count that as an attempt."""
+        with self._lock:
+            self.stopped[actor._actor_id.hex()] = None
+            while len(self.stopped) > 1000:
+                del self.stopped[next(iter(self.stopped))]
+        self.discard(actor)
+
+    def stopped_on_purpose(self, actor) -> bool:
+        return actor._actor_id.hex() in self.stopped
 
     def shutdown(self) -> None:
         with self._lock:
@@ -292,7 +305,7 @@ def run_chunks(
         if in_flight:
             _, stuck = ray.wait(list(in_flight), num_returns=len(in_flight), timeout=STOP_WAIT_S)
             for ref in stuck:
-                pool.discard(in_flight[ref][0])  # kills it: the pool starts a fresh worker in its place
+                pool.stop(in_flight[ref][0])  # the pool starts a fresh worker in its place
 
     while pending or in_flight:
         if should_stop is not None and should_stop():
@@ -366,11 +379,15 @@ def run_chunks(
                     raise cause from None
                 raise ChunkFailed(f"chunk {key} failed: {cause or exc}") from None
             except _LOST as exc:
+                on_purpose = pool.stopped_on_purpose(actor)
                 pool.discard(actor)
                 # Its node may have gone with it: drop that node's other workers now, before the chunk goes
                 # back to an idle one of them and uses up another of its attempts.
                 idle.extend(pool.refresh(force=True))
                 if twin:
+                    continue
+                if on_purpose:  # another job stopped this worker (stuck on its chunk, or drained): not our loss
+                    pending.appendleft((key, submit))
                     continue
                 attempts[key] = attempts.get(key, 0) + 1
                 if attempts[key] >= MAX_ATTEMPTS:
@@ -387,7 +404,7 @@ def run_chunks(
             for other in [r for r, (_, k, _) in in_flight.items() if k == key]:  # the straggler it rescued
                 stuck = in_flight.pop(other)[0]
                 started.pop(other, None)
-                pool.discard(stuck)  # kills it: the pool starts a fresh worker in its place
+                pool.stop(stuck)  # the pool starts a fresh worker in its place
             if on_done is not None:
                 on_done(key, value)
     return results

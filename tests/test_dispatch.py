@@ -167,6 +167,47 @@ def test_a_worker_stuck_past_the_stop_wait_is_killed_and_replaced(local_ray, mon
         pool.shutdown()
 
 
+def test_a_chunk_queued_on_a_worker_another_job_killed_is_rerun_without_losing_an_attempt(local_ray, monkeypatch):
+    """Job A is cancelled while its chunk hangs; the worker is killed after the stop wait.  Job B's chunk, queued
+    on the same worker behind A's, fails for want of a worker: that is not B's loss, and with one attempt
+    allowed per chunk B still completes on the fresh worker."""
+    monkeypatch.setattr(dispatch, "STOP_WAIT_S", 0.5)
+    monkeypatch.setattr(dispatch, "MAX_ATTEMPTS", 1)
+    pool = ActorPool(_StuckWorker, max_size=1)
+    try:
+        _fill(pool)
+        shared = pool.ready[0]
+        cancel_a = threading.Event()
+        outcome: dict = {}
+
+        def job_a() -> None:
+            try:
+                run_chunks(pool, [("a", lambda actor: actor.work.remote(600))], should_stop=cancel_a.is_set)
+            except BaseException as exc:  # noqa: BLE001 - looked at below
+                outcome["a"] = exc
+
+        def job_b() -> None:
+            try:
+                outcome["b"] = run_chunks(pool, [("b", lambda actor: actor.work.remote(0.1))])
+            except BaseException as exc:  # noqa: BLE001 - looked at below
+                outcome["b"] = exc
+
+        a = threading.Thread(target=job_a)
+        a.start()
+        time.sleep(1.0)  # A's chunk is running on the pool's one worker
+        b = threading.Thread(target=job_b)
+        b.start()
+        time.sleep(1.0)  # B's chunk is queued on that worker, behind A's
+        cancel_a.set()
+        a.join(60)
+        b.join(120)
+        assert isinstance(outcome.get("a"), dispatch.CancelledError)
+        assert outcome.get("b") == {"b": "done"}
+        assert shared not in pool.ready
+    finally:
+        pool.shutdown()
+
+
 def test_the_worker_start_timeout_comes_from_the_environment_and_reaches_the_cluster(monkeypatch):
     from cluster.connect import project_runtime_env
 
