@@ -161,6 +161,9 @@ class Pipeline:
             # --- render: GOP-aligned output ranges, each an independent segment
             t = time.perf_counter()
             plan_ref = ray.put(plan)
+            # The audio is cut and encoded beside the chunks (on the joiner's node), not after them: the join
+            # then only remuxes, and no worker idles while one core encodes the audio at the end.
+            audio_ref = self.joiner.encode_audio.remote(plan_ref)
             ranges = output_ranges(plan, chunk_seconds)
             render_tasks = [(k, _render_task(plan_ref, n0, n1, flag)) for k, (n0, n1) in enumerate(ranges)]
             frames_done = [0]
@@ -179,8 +182,8 @@ class Pipeline:
             with atomic_output(out_path) as tmp:
                 # Named here, so that this process can remove it if the joiner's process is killed mid-join.
                 join_dir = tmp.parent / f".stylecast-join-{uuid.uuid4().hex[:12]}"
-                join = self.joiner.join.remote(plan_ref, str(tmp), *seg_refs, cancel_flag=flag,
-                                               work_dir=str(join_dir))
+                join = self.joiner.join.remote(str(tmp), *seg_refs, audio=audio_ref,
+                                               cancel_flag=flag, work_dir=str(join_dir))
                 try:
                     self._get(join, should_stop)
                 except BaseException:

@@ -178,12 +178,25 @@ class Renderer(_Warm):
         finally:
             seg.unlink(missing_ok=True)
 
-    def join(self, plan, out_path: str, *segments: bytes, cancel_flag=None, work_dir: str | None = None) -> str:
-        """Join ``segments`` and the plan's audio into ``out_path``; scratch files go to ``work_dir`` (made
-        here, removed when done; the caller names it, so that it can remove it too if this process is killed)."""
+    def encode_audio(self, plan) -> bytes | None:
+        """The plan's audio, cut and AAC-encoded (an .m4a file's bytes; None when the output has none).  The
+        orchestrator asks for it while the chunks render, so the join after them only remuxes."""
+        from stylecast.render import encode_plan_audio
+
+        path = self._tmp / f"audio-{os.getpid()}-{time.monotonic_ns()}.m4a"
+        try:
+            written = encode_plan_audio(plan, path, info=self._probe(plan.source_path))
+            return None if written is None else written.read_bytes()
+        finally:
+            path.unlink(missing_ok=True)
+
+    def join(self, out_path: str, *segments: bytes, audio: bytes | None, cancel_flag=None,
+             work_dir: str | None = None) -> str:
+        """Join ``segments`` and ``audio`` (`encode_audio`'s result) into ``out_path``; scratch files go to
+        ``work_dir`` (made here, removed when done; the caller names it, so that it can remove it too if this
+        process is killed)."""
         from stylecast.errors import CancelledError
         from stylecast.media.encode import join_segments
-        from stylecast.render import encode_plan_audio
 
         stop = self._stopper(cancel_flag, every_s=0.0) or (lambda: False)
         if work_dir is None:
@@ -198,10 +211,13 @@ class Renderer(_Warm):
                 p = work / f"{k:05d}.mp4"
                 p.write_bytes(data)
                 paths.append(p)
-            audio = encode_plan_audio(plan, work / "audio.m4a", info=self._probe(plan.source_path))
+            audio_file = None
+            if audio is not None:
+                audio_file = work / "audio.m4a"
+                audio_file.write_bytes(audio)
             if stop():
                 raise CancelledError("cancelled")
-            join_segments(paths, out_path, audio_file=audio)
+            join_segments(paths, out_path, audio_file=audio_file)
             if stop():  # cancelled while joining: the caller has given the file up
                 Path(out_path).unlink(missing_ok=True)
                 raise CancelledError("cancelled")

@@ -161,6 +161,15 @@ def test_motion_off_job_does_not_analyse_template_motion_on_ray_or_locally(pipel
         assert result.output.exists()
     assert on_ray.style.pacing == local.style.pacing
     assert set(local.stage_seconds) == {"analysis", "style_extraction", "plan_and_render"}
+    # The audio, cut and encoded beside the chunks on Ray and beside the ranges locally, is the same.
+    assert _audio_packets(on_ray.output) == _audio_packets(local.output) != []
+
+
+def _audio_packets(path) -> list[bytes]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [bytes(p) for p in c.demux(c.streams.audio[0]) if p.size]
 
 
 def test_cancel_during_the_join_leaves_no_file(pipeline, source_clip, template_clip, tmp_path):
