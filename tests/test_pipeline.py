@@ -234,15 +234,8 @@ def test_a_draining_node_gets_no_chunks_and_its_workers_stop(cluster, pipeline, 
         # The workers that were there are stopped (not only left idle, which would hold the drain up).
         deadline = time.monotonic() + 60
         for actor in on_leaving:
-            while True:
-                for pool in pools:
-                    pool.refresh(force=True)
-                try:
-                    ray.get(actor.ping.remote(), timeout=10)
-                except ray.exceptions.RayActorError:
-                    break
-                assert time.monotonic() < deadline, "a worker on the draining node kept running"
-                time.sleep(0.2)
+            _wait_until_gone(actor, deadline, "a worker on the draining node kept running",
+                             meanwhile=lambda: [pool.refresh(force=True) for pool in pools])
         assert all(pool.node(a) != leaving.node_id for pool in pools for a in pool.ready)
         # With nothing of stylecast left there, Ray completes the drain and stops the node itself.
         while any(n["Alive"] for n in ray.nodes() if n["NodeID"] == leaving.node_id):
@@ -261,6 +254,18 @@ def test_a_crashed_joiner_is_restarted_for_the_next_job(pipeline, source_clip, t
     assert result.output.exists()
 
 
+def _wait_until_gone(actor, deadline: float, message: str, meanwhile=lambda: None) -> None:
+    """Until ``actor`` no longer answers (a kill takes effect asynchronously); ``meanwhile`` runs between tries."""
+    while True:
+        meanwhile()
+        try:
+            ray.get(actor.ping.remote(), timeout=10)
+        except ray.exceptions.RayActorError:
+            return
+        assert time.monotonic() < deadline, message
+        time.sleep(0.1)
+
+
 def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
     pool = pipeline.renderers
     deadline = time.monotonic() + 120
@@ -271,14 +276,7 @@ def test_a_worker_whose_process_died_between_jobs_leaves_the_pool(pipeline):
     ray.kill(victim, no_restart=True)  # as if its process had crashed while idle
     # The kill takes effect asynchronously (a call made just after it may still be answered): wait until the
     # actor is gone, so that it died "between jobs".
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            ray.get(victim.ping.remote(), timeout=10)
-        except ray.exceptions.RayActorError:
-            break
-        assert time.monotonic() < deadline, "the killed actor kept answering"
-        time.sleep(0.1)
+    _wait_until_gone(victim, time.monotonic() + 60, "the killed actor kept answering")
     pool.refresh(force=True)
     assert victim not in pool.ready
     assert pool.ready  # and the others stay
