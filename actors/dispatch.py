@@ -83,15 +83,16 @@ def _node_ip(node_id: str | None) -> str:
     return str(node_id)
 
 
-def draining_nodes() -> set[str]:
-    """Ids of the nodes being drained: an admin's `ray drain-node`, or the autoscaler retiring an idle or
-    preempted node.  Such a node is still alive and its actors still answer, but Ray starts nothing new there
-    and stops it at its deadline.  Empty where the GCS cannot say (a Ray client connection, an old Ray)."""
+def draining_nodes() -> set[str] | None:
+    """Ids of the nodes being drained: an admin's `ray drain-node`, or the autoscaler removing a preempted or
+    idle node.  Such a node is still alive and its actors still answer, but Ray starts nothing new there, and
+    whoever drained it stops it at its deadline (Ray stops it by itself once nothing runs there).  None where
+    the GCS could not say (a slow answer; a Ray client connection, which has no GCS client)."""
     try:
         gcs = ray._private.worker.global_worker.gcs_client
         return set(gcs.get_draining_nodes(timeout=5))
-    except Exception:  # noqa: BLE001 - without the answer every node counts as staying
-        return set()
+    except Exception:  # noqa: BLE001 - the caller keeps what it knew
+        return None
 
 
 def live_cpus(nodes: list[dict] | None = None, draining: set[str] = frozenset()) -> float:
@@ -105,8 +106,8 @@ def live_cpus(nodes: list[dict] | None = None, draining: set[str] = frozenset())
 class ActorPool:
     """Chunk-worker actors of one class, one per live CPU, spread over nodes.
 
-    A worker on a node that is being drained leaves ``ready`` (it takes no new chunk) and is killed once the
-    chunks already queued on it have run, so the drain completes without waiting for its deadline.
+    A worker on a node that is being drained leaves ``ready`` (it takes no new chunk) and is stopped once the
+    chunks already queued on it have run, so that the node soon stands idle and Ray can let it go.
     Safe to share between jobs running in threads (the JobManager's): every change is under one lock.
     """
 
@@ -119,7 +120,7 @@ class ActorPool:
     start_errors: list = field(default_factory=list)  # why workers failed to start, since one last did
     draining: set = field(default_factory=set)  # ids of the nodes being drained, as of the last refresh
     retiring: dict = field(default_factory=dict)  # ping ref -> worker of a draining node, to kill when it answers
-    stopped: dict = field(default_factory=dict)  # ids of the live workers stopped on purpose (an ordered set)
+    stopped: dict = field(default_factory=dict)  # ids of the workers killed on purpose, not lost (an ordered set)
     _last_refresh: float = 0.0
     _lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -137,8 +138,8 @@ class ActorPool:
     def can_ever_start(self) -> bool:
         """Whether some live node has the CPUs one worker asks for (free or not)."""
         need = self.worker_cpus()
-        return any(n.get("Alive") and n.get("NodeID") not in self.draining
-                   and float(n.get("Resources", {}).get("CPU", 0.0)) >= need for n in ray.nodes())
+        # A draining node counts: the autoscaler usually brings up its replacement while it drains.
+        return any(n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0.0)) >= need for n in ray.nodes())
 
     def target(self, nodes: list[dict] | None = None) -> int:
         n = max(1, int(live_cpus(nodes, self.draining) * self.per_cpu + 1e-9))
@@ -147,6 +148,8 @@ class ActorPool:
     def refresh(self, force: bool = False) -> list:
         """Drop the actors of nodes that are gone, start actors up to the target size; return actors that
         became ready since the last call."""
+        if force or time.monotonic() - self._last_refresh > 1.0:
+            self.retire_draining()
         with self._lock:
             now = time.monotonic()
             if force or now - self._last_refresh > 1.0:
@@ -157,13 +160,6 @@ class ActorPool:
                 # chunks only to lose them, and would hold the places of workers on the nodes that replaced it.
                 for actor in [a for a in self.ready if self.node(a) not in alive]:
                     self.discard(actor)
-                draining = draining_nodes() & alive
-                for node in draining - self.draining:
-                    print(f"stylecast: node {_node_ip(node)} is being drained: its {self._kind()} workers take no "
-                          "new chunks and stop once the chunks queued on them are done", file=sys.stderr)
-                self.draining = draining
-                for actor in [a for a in self.ready if self.node(a) in self.draining]:
-                    self._retire(actor)
                 if force:  # a job starts: also drop workers whose process died since (a dead actor answers at once)
                     self._drop_dead()
                 missing = self.target(nodes) - len(self.ready) - len(self.starting)
@@ -192,14 +188,28 @@ class ActorPool:
                         continue
                     self.ready.append(actor)
                     fresh.append(actor)
+            return fresh
+
+    def retire_draining(self) -> None:
+        """Take the workers of nodes being drained out of service, and stop those that have run the chunks
+        queued on them.  Cheap (one GCS call): jobs call it on each refresh, the JobManager every second, so
+        that idle pools let a drained node go too."""
+        draining = draining_nodes()  # outside the lock: a slow GCS must not hold up other jobs' threads
+        with self._lock:
+            if draining is not None:
+                for node in draining - self.draining:
+                    print(f"stylecast: node {_node_ip(node)} is being drained: its {self._kind()} workers take no "
+                          "new chunks and stop once the chunks queued on them are done", file=sys.stderr)
+                self.draining = draining
+            for actor in [a for a in self.ready if self.node(a) in self.draining]:
+                self._retire(actor)
             if self.retiring:
                 done, _ = ray.wait(list(self.retiring), num_returns=len(self.retiring), timeout=0)
                 for ref in done:
                     self.stop(self.retiring.pop(ref))
-            return fresh
 
     def _retire(self, actor) -> None:
-        """Take a worker of a draining node out of service: no new chunks, killed when it has run the ones
+        """Take a worker of a draining node out of service: no new chunks, stopped when it has run the ones
         queued on it (an actor runs its calls in order, so a ping sent now answers after them)."""
         if actor in self.ready:
             self.ready.remove(actor)
@@ -316,8 +326,11 @@ def run_chunks(
         idle = [a for a in idle if a in pool.ready and pool.node(a) not in unreadable]
         while pending and idle:
             actor = idle.pop(0)
-            key, submit = pending.popleft()
-            ref = submit(actor)
+            with pool._lock:  # another job's thread may retire or stop it meanwhile: check and submit as one
+                if actor not in pool.ready:
+                    continue
+                key, submit = pending.popleft()
+                ref = submit(actor)
             in_flight[ref], started[ref] = (actor, key, submit), time.monotonic()
         if idle and not pending and len(durations) >= 3:
             _rerun_stragglers(pool, in_flight, started, idle, float(sorted(durations)[len(durations) // 2]))

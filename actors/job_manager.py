@@ -164,6 +164,9 @@ class JobManager:
                 self._start_queued()
                 self._enforce_deadlines()
                 self._release_idle_workers()
+                pipeline = self._pipeline
+                if pipeline is not None:  # idle pools must let a drained node go too
+                    pipeline.retire_draining()
                 if time.monotonic() - purged > PURGE_EVERY_S:  # expired Idempotency-Keys (kept 24 h)
                     purged = time.monotonic()
                     self.store.purge_idempotency()

@@ -64,6 +64,11 @@ class Pipeline:
         self.joiner = Renderer.options(num_cpus=0, scheduling_strategy=local, max_restarts=-1,
                                        max_task_retries=1).remote()
 
+    def retire_draining(self) -> None:
+        """Let drained nodes go: see `ActorPool.retire_draining` (for pools that no job is dispatching on)."""
+        for pool in (self.analyzers, self.renderers):
+            pool.retire_draining()
+
     def shutdown(self) -> None:
         self.analyzers.shutdown()
         self.renderers.shutdown()
@@ -163,12 +168,13 @@ class Pipeline:
             plan_ref = ray.put(plan)
             # The audio is cut and encoded beside the chunks (on the joiner's node), not after them: the join
             # then only remuxes, and no worker idles while one core encodes the audio at the end.
-            audio_ref = self.joiner.encode_audio.remote(plan_ref)
+            audio_ref = self.joiner.encode_audio.remote(plan_ref, cancel_flag=flag)
             ranges = output_ranges(plan, chunk_seconds)
             render_tasks = [(k, _render_task(plan_ref, n0, n1, flag)) for k, (n0, n1) in enumerate(ranges)]
             frames_done = [0]
 
             def rendered(key, value):
+                self.analyzers.retire_draining()  # idle while the job renders: no refresh of its own
                 frames_done[0] += value[2]
                 progress("rendering", frames_done[0], plan.output.frame_count)
 

@@ -178,14 +178,15 @@ class Renderer(_Warm):
         finally:
             seg.unlink(missing_ok=True)
 
-    def encode_audio(self, plan) -> bytes | None:
+    def encode_audio(self, plan, cancel_flag=None) -> bytes | None:
         """The plan's audio, cut and AAC-encoded (an .m4a file's bytes; None when the output has none).  The
         orchestrator asks for it while the chunks render, so the join after them only remuxes."""
         from stylecast.render import encode_plan_audio
 
         path = self._tmp / f"audio-{os.getpid()}-{time.monotonic_ns()}.m4a"
         try:
-            written = encode_plan_audio(plan, path, info=self._probe(plan.source_path))
+            written = encode_plan_audio(plan, path, info=self._probe(plan.source_path),
+                                        should_stop=self._stopper(cancel_flag))
             return None if written is None else written.read_bytes()
         finally:
             path.unlink(missing_ok=True)
@@ -199,12 +200,14 @@ class Renderer(_Warm):
         from stylecast.media.encode import join_segments
 
         stop = self._stopper(cancel_flag, every_s=0.0) or (lambda: False)
+        if stop():  # given up while this call waited (for the audio, or behind another job's join)
+            raise CancelledError("cancelled")
         if work_dir is None:
             work = Path(tempfile.mkdtemp(prefix="stylecast-join-", dir=str(Path(out_path).parent)))
         else:
             work = Path(work_dir)
             shutil.rmtree(work, ignore_errors=True)  # a retry after this process died starts clean
-            work.mkdir(parents=True)
+            work.mkdir()  # not its parents: a folder the caller has removed meanwhile must stay removed
         paths = []
         try:
             for k, data in enumerate(segments):

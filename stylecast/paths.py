@@ -62,22 +62,36 @@ _FOLDERS_IN_USE: Counter = Counter()
 _FOLDERS_LOCK = threading.Lock()
 
 
-def _make_folders(folder: Path) -> list[Path]:
-    """Create ``folder`` and its missing parents; return the ones this call made, deepest first.  A folder
-    another process or thread made in the meantime is not counted as made here."""
+def _make_folders(folder: Path, made: list[Path]) -> None:
+    """Create ``folder`` and its missing parents, appending to ``made`` (deepest first) the ones this call
+    made: a folder another process or thread made in the meantime is not counted."""
     missing = []
     while not folder.exists() and folder != folder.parent:
         missing.append(folder)
         folder = folder.parent
-    made = []
     for folder in reversed(missing):
         try:
             folder.mkdir()
-            made.append(folder)
         except FileExistsError:
             if not folder.is_dir():
                 raise
-    return made[::-1]
+        else:
+            made.insert(0, folder)
+
+
+def _release_folders(using: list[Path], made: list[Path], remove: bool) -> None:
+    """Stop counting ``using``; with ``remove``, remove the folders in ``made`` that no other output uses."""
+    with _FOLDERS_LOCK:  # removal under the lock: no other output can start using a folder as it goes
+        _FOLDERS_IN_USE.subtract(using)
+        for folder in using:
+            if _FOLDERS_IN_USE[folder] <= 0:
+                del _FOLDERS_IN_USE[folder]
+        if remove:
+            for folder in made:  # deepest first; a folder in use keeps every folder above it in use too
+                if folder in _FOLDERS_IN_USE:
+                    break
+                with contextlib.suppress(OSError):  # not empty (someone else's file): it stays
+                    folder.rmdir()
 
 
 @contextlib.contextmanager
@@ -85,20 +99,17 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it into place only if the block succeeds.
 
     Nothing half-written is ever left at ``path``: on any error (or cancellation) the temporary is removed, and
-    so are the folders that were made for it, unless another output is being written into them.
+    so are the folders that were made for it, unless another output of this process is being written there.
     """
     path = Path(path)
-    using = [path.parent, *path.parent.parents]
-    with _FOLDERS_LOCK:  # counted before any folder is made, so a failing output never removes one in use
+    using = [Path(os.path.abspath(path.parent)), *Path(os.path.abspath(path.parent)).parents]
+    made: list[Path] = []
+    with _FOLDERS_LOCK:  # counted before any folder is made, so that a failing output never removes one in use
         _FOLDERS_IN_USE.update(using)
-        try:
-            made = _make_folders(path.parent)
-        except BaseException:
-            _FOLDERS_IN_USE.subtract(using)
-            raise
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     done = False
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
+        _make_folders(using[0], made)
         yield tmp
         check_replaceable(path)
         os.replace(tmp, path)
@@ -106,14 +117,4 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-        with _FOLDERS_LOCK:
-            _FOLDERS_IN_USE.subtract(using)
-            for folder in using:
-                if _FOLDERS_IN_USE[folder] <= 0:
-                    del _FOLDERS_IN_USE[folder]
-            if not done:
-                for folder in made:
-                    if _FOLDERS_IN_USE.get(folder, 0) > 0:
-                        break  # another output of this process is being written under it
-                    with contextlib.suppress(OSError):  # not empty (someone else's file): it stays
-                        folder.rmdir()
+        _release_folders(using, made, remove=not done)

@@ -401,14 +401,15 @@ def render_audio(plan: RenderPlan, source_path: str | None = None, info: ProbeIn
 
 
 def encode_plan_audio(plan: RenderPlan, path: str | Path, source_path: str | None = None,
-                      info: ProbeInfo | None = None) -> Path | None:
+                      info: ProbeInfo | None = None, should_stop: Callable[[], bool] | None = None) -> Path | None:
     """`render_audio`, encoded to an AAC file of the output's exact length for `join_segments(audio_file=)`;
-    None when the output has no audio.  Encoding here, beside the video ranges, keeps AAC off the final join."""
+    None when the output has no audio.  Encoding here, beside the video ranges, keeps AAC off the final join.
+    ``should_stop``: asked while encoding (a long video's audio takes a while); `CancelledError` if it says so."""
     audio = render_audio(plan, source_path, info)
     if audio is None or not audio.size:
         return None
     duration_s = plan.output.frame_count / float(fps_fraction(plan.output.fps))
-    return encode_audio(audio, path, duration_s=duration_s)
+    return encode_audio(audio, path, duration_s=duration_s, should_stop=should_stop)
 
 
 def _peak_limit(x: np.ndarray, sr: int, ceiling: float = 0.98, window_s: float = 0.005) -> np.ndarray:
@@ -557,7 +558,7 @@ def render_plan(
 
     # The audio first (cut and encoded): queued last, it would run alone at the end while the other cores idle.
     audio_path = work / f".{out_path.stem}.audio.m4a"
-    tasks = [lambda stop: encode_plan_audio(plan, audio_path, source_path, info)]
+    tasks = [lambda stop: encode_plan_audio(plan, audio_path, source_path, info, should_stop=stop)]
     tasks += [range_task(k) for k in range(len(ranges))]
     try:
         results = run_all(tasks, workers, should_stop=should_stop, on_done=on_done)

@@ -186,9 +186,15 @@ def test_a_chunk_queued_on_a_worker_another_job_killed_is_rerun_without_losing_a
             except BaseException as exc:  # noqa: BLE001 - looked at below
                 outcome["a"] = exc
 
+        b_workers: list = []
+
+        def submit_b(actor):
+            b_workers.append(actor)
+            return actor.work.remote(0.1)
+
         def job_b() -> None:
             try:
-                outcome["b"] = run_chunks(pool, [("b", lambda actor: actor.work.remote(0.1))])
+                outcome["b"] = run_chunks(pool, [("b", submit_b)])
             except BaseException as exc:  # noqa: BLE001 - looked at below
                 outcome["b"] = exc
 
@@ -197,12 +203,17 @@ def test_a_chunk_queued_on_a_worker_another_job_killed_is_rerun_without_losing_a
         time.sleep(1.0)  # A's chunk is running on the pool's one worker
         b = threading.Thread(target=job_b)
         b.start()
-        time.sleep(1.0)  # B's chunk is queued on that worker, behind A's
+        deadline = time.monotonic() + 60
+        while not b_workers:  # B's chunk is queued on that worker, behind A's
+            assert time.monotonic() < deadline, "job B never submitted its chunk"
+            time.sleep(0.05)
+        assert b_workers == [shared]
         cancel_a.set()
         a.join(60)
         b.join(120)
         assert isinstance(outcome.get("a"), dispatch.CancelledError)
         assert outcome.get("b") == {"b": "done"}
+        assert len(b_workers) == 2 and b_workers[1] is not shared  # re-run once, on the fresh worker
         assert shared not in pool.ready
     finally:
         pool.shutdown()

@@ -142,6 +142,26 @@ def test_pre_encoded_audio_file_joins_like_audio_encoded_in_the_join(tmp_path):
         join_segments(paths, tmp_path / "both.mp4", audio=audio, audio_file=m4a)
 
 
+def test_an_audio_encode_stops_when_asked_and_leaves_no_file(tmp_path):
+    """A long video's audio takes a while to encode: a cancelled job's encode stops (asked every ~2 s of
+    audio) instead of holding up the worker, and leaves nothing behind."""
+    from stylecast.errors import CancelledError
+    from stylecast.media.encode import encode_audio
+
+    sr = 48000
+    audio = np.zeros((2, 30 * sr), np.float32)
+    asked = []
+
+    def stop_after_two_asks() -> bool:
+        asked.append(1)
+        return len(asked) > 2
+
+    with pytest.raises(CancelledError):
+        encode_audio(audio, tmp_path / "a.m4a", duration_s=30.0, should_stop=stop_after_two_asks)
+    assert len(asked) == 3 and list(tmp_path.iterdir()) == []
+    assert encode_audio(audio[:, :sr], tmp_path / "b.m4a", duration_s=1.0, should_stop=lambda: False).exists()
+
+
 def test_gops_of_one_or_two_frames_join_between_longer_ones(tmp_path):
     """A GOP of one or two frames has no B-frame reorder delay, the GOPs around it have one: the join keeps
     decode times rising (the muxer refuses anything else) and every frame is shown once, in order."""

@@ -33,10 +33,12 @@ def test_a_complete_write_lands_at_the_path(tmp_path):
     assert target.read_bytes() == b"whole" and [p.name for p in target.parent.iterdir()] == ["out.mp4"]
 
 
-def test_a_failed_write_keeps_a_new_folder_another_write_is_about_to_use(tmp_path):
+def test_a_failed_write_keeps_a_new_folder_another_write_is_about_to_use(tmp_path, monkeypatch):
     """Two downloads into the same new folder (threads of one process): the one that made the folder fails
-    before the other has written anything into it.  The folder must stay for the other."""
-    first = atomic_output(tmp_path / "new" / "a.mp4")
+    before the other has written anything into it.  The folder must stay for the other (one names it
+    relative to the working directory, the other absolute)."""
+    monkeypatch.chdir(tmp_path)
+    first = atomic_output("new/a.mp4")
     first_tmp = first.__enter__()  # makes tmp_path/new
     second = atomic_output(tmp_path / "new" / "b.mp4")
     second_tmp = second.__enter__()

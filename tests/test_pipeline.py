@@ -232,12 +232,14 @@ def test_a_draining_node_gets_no_chunks_and_its_workers_stop(cluster, pipeline, 
         ip = next(n["NodeManagerAddress"] for n in ray.nodes() if n["NodeID"] == leaving.node_id)
         assert f"node {ip} is being drained" in capfd.readouterr().err
         # The workers that were there are stopped (not only left idle, which would hold the drain up).
-        deadline = time.monotonic() + 60
+        # Between jobs the service's JobManager calls retire_draining every second; so does this loop.
+        deadline = time.monotonic() + 90
         for actor in on_leaving:
             _wait_until_gone(actor, deadline, "a worker on the draining node kept running",
-                             meanwhile=lambda: [pool.refresh(force=True) for pool in pools])
+                             meanwhile=pipeline.retire_draining)
         assert all(pool.node(a) != leaving.node_id for pool in pools for a in pool.ready)
         # With nothing of stylecast left there, Ray completes the drain and stops the node itself.
+        deadline = time.monotonic() + 90
         while any(n["Alive"] for n in ray.nodes() if n["NodeID"] == leaving.node_id):
             assert time.monotonic() < deadline, "the drained node kept running: something of stylecast is still there"
             time.sleep(0.2)

@@ -18,7 +18,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stylecast.errors import MediaError
+from stylecast.errors import CancelledError, MediaError
 from stylecast.paths import atomic_output
 
 AUDIO_RATE = 48000
@@ -181,8 +181,10 @@ class SegmentEncoder:
             self.abort()
 
 
-def _encode_audio_packets(container, audio: np.ndarray, sample_rate: int) -> tuple[av.audio.stream.AudioStream, list]:
-    """Encode float32 (channels, n) audio into AAC packets for ``container``."""
+def _encode_audio_packets(container, audio: np.ndarray, sample_rate: int,
+                          should_stop=None) -> tuple[av.audio.stream.AudioStream, list]:
+    """Encode float32 (channels, n) audio into AAC packets for ``container``; ``should_stop`` is asked every
+    100 AAC frames (about 2 s of audio), and `CancelledError` raised when it says so."""
     channels = audio.shape[0]
     stream = container.add_stream("aac", rate=sample_rate)
     stream.layout = "stereo" if channels == 2 else "mono"
@@ -190,7 +192,9 @@ def _encode_audio_packets(container, audio: np.ndarray, sample_rate: int) -> tup
     stream.codec_context.time_base = Fraction(1, sample_rate)
     packets = []
     audio = np.ascontiguousarray(np.clip(audio, -1.0, 1.0).astype(np.float32))
-    for start in range(0, audio.shape[1], _AAC_FRAME):
+    for k, start in enumerate(range(0, audio.shape[1], _AAC_FRAME)):
+        if should_stop is not None and k % 100 == 0 and should_stop():
+            raise CancelledError("cancelled")
         block = np.ascontiguousarray(audio[:, start : start + _AAC_FRAME])
         frame = av.AudioFrame.from_ndarray(block, format="fltp", layout=stream.layout.name)
         frame.sample_rate = sample_rate
@@ -209,7 +213,8 @@ def fit_audio(audio: np.ndarray, n_samples: int) -> np.ndarray:
     return audio
 
 
-def encode_audio(audio: np.ndarray, path: str | Path, *, duration_s: float, sample_rate: int = AUDIO_RATE) -> Path:
+def encode_audio(audio: np.ndarray, path: str | Path, *, duration_s: float, sample_rate: int = AUDIO_RATE,
+                 should_stop=None) -> Path:
     """Encode float32 ``(channels, n)`` audio to an AAC ``.m4a`` of exactly ``duration_s`` (trimmed or padded).
 
     A render encodes its audio this way on a worker while the video ranges render, so the join that follows
@@ -219,7 +224,7 @@ def encode_audio(audio: np.ndarray, path: str | Path, *, duration_s: float, samp
     audio = fit_audio(audio, int(round(duration_s * sample_rate)))
     with atomic_output(path) as tmp:
         with av.open(str(tmp), "w", format="mp4") as out:
-            _, packets = _encode_audio_packets(out, audio, sample_rate)
+            _, packets = _encode_audio_packets(out, audio, sample_rate, should_stop)
             for packet in packets:
                 out.mux(packet)
     return path
