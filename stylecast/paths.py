@@ -102,14 +102,15 @@ def atomic_output(path: str | Path) -> Iterator[Path]:
     so are the folders that were made for it, unless another output of this process is being written there.
     """
     path = Path(path)
-    using = [Path(os.path.abspath(path.parent)), *Path(os.path.abspath(path.parent)).parents]
+    folder = Path(os.path.abspath(path.parent))
+    using = [folder, *folder.parents]  # counted by absolute path: a relative and an absolute name meet
     made: list[Path] = []
     with _FOLDERS_LOCK:  # counted before any folder is made, so that a failing output never removes one in use
         _FOLDERS_IN_USE.update(using)
     done = False
     tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
-        _make_folders(using[0], made)
+        _make_folders(folder, made)
         yield tmp
         check_replaceable(path)
         os.replace(tmp, path)
